@@ -1,0 +1,1 @@
+"""Tessera tools: plain typed functions with pydantic inputs and outputs that echo their parameters."""
