@@ -1,0 +1,459 @@
+"""The staged prescreen: cheap checks that drop hopeless candidates before a relaxation is paid for.
+
+Stages run in order; each answers pass/fail with a reason (:class:`tools.candidate.StageOutcome`):
+
+1. ``charge`` (:class:`ChargeNeutralityStage`): SMACT charge neutrality with the Pauling electronegativity
+   test, CDVAE's compositional-validity rule (``smact_validity``): elemental compositions and all-metal
+   alloys pass outright; otherwise some assignment of the elements' oxidation states (SMACT's 2014
+   list, as CDVAE used) must balance the charge of the gcd-reduced composition and pass the
+   electronegativity ordering test.
+2. ``geometry`` (:class:`GeometryStage`): every periodic interatomic distance d_ij >= ``radius_scale`` *
+   (r_i + r_j) with r the covalent radii (Cordero et al. 2008, as in ``ase.data.covalent_radii``), plus
+   the hard d_ij >= 0.5 A rule, and SCIGEN's space-occupation ratio sum_i (4/3) pi r_i^3 / V_cell below
+   ``max_occupation`` (1.7 in SCIGEN, same covalent radii).
+3. ``ehull`` (:class:`EhullStage`): a CHGNet single-point energy of the unrelaxed structure turned into
+   an energy above the hull by an injected ``ehull_fn(structure, energy_per_atom) -> eV/atom``; fails
+   above ``ceiling``. Batched.
+
+More stages (a learned classifier) join by implementing :class:`PrescreenStage`. :class:`Prescreen`
+runs them with ``gate=True`` (a candidate stops at its first failure, later stages never see it) or
+``gate=False`` (every stage runs on every candidate, for reports). Every stage depends on distances
+and composition only, so a rotated, translated or permuted copy gets the same outcome.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import yaml
+from ase.data import covalent_radii
+from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.core import Composition, Structure
+
+from tools.candidate import StageOutcome
+from tools.errors import InputError
+from tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3
+from tools.paths import CONFIG_DIR
+
+EhullFn = Callable[[Structure, float], float]
+"""(structure, CHGNet energy per atom in eV/atom, uncorrected) -> energy above the hull, eV/atom."""
+EnergyFn = Callable[[Sequence[Structure]], list[float]]
+"""structures -> energies per atom (eV/atom), NaN where the model could not evaluate one."""
+
+
+# ---------------------------------------------------------------------------------------------- protocol
+
+
+@runtime_checkable
+class PrescreenStage(Protocol):
+    """One prescreen stage. ``check_many`` exists so a model-backed stage can batch."""
+
+    name: str
+
+    def check(self, structure: Structure) -> StageOutcome: ...
+
+    def check_many(self, structures: Sequence[Structure]) -> list[StageOutcome]: ...
+
+
+class _PerStructure:
+    """Mixin: ``check_many`` as a loop over ``check`` (for stages that gain nothing from batching)."""
+
+    def check(self, structure: Structure) -> StageOutcome:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def check_many(self, structures: Sequence[Structure]) -> list[StageOutcome]:
+        return [self.check(s) for s in structures]
+
+
+# ---------------------------------------------------------------------------------------------- stage 1
+
+
+def _reduced_counts(composition: Composition) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Element symbols (sorted) and integer counts divided by their gcd."""
+    comp = composition.element_composition
+    symbols = tuple(sorted(el.symbol for el in comp.elements))
+    counts = [int(round(comp[s])) for s in symbols]
+    if any(abs(comp[s] - c) > 1e-6 for s, c in zip(symbols, counts)):
+        raise InputError(f"non-integer composition {composition.formula}: charge neutrality needs whole atoms")
+    g = math.gcd(*counts)
+    return symbols, tuple(c // g for c in counts)
+
+
+@lru_cache(maxsize=65536)
+def _smact_check_cached(
+    symbols: tuple[str, ...],
+    counts: tuple[int, ...],
+    oxidation_states_set: str,
+    use_pauling_test: bool,
+    include_alloys: bool,
+    max_combinations: int,
+) -> tuple[bool, str]:
+    import smact
+    from smact.screening import pauling_test
+
+    if len(symbols) == 1:
+        return True, "elemental"
+    if include_alloys and all(s in smact.metals for s in symbols):
+        return True, "all-metal alloy"
+    space = smact.element_dictionary(symbols)
+    elements = [space[s] for s in symbols]
+    attr = {"smact14": "oxidation_states_smact14", "icsd24": "oxidation_states_icsd24",
+            "icsd16": "oxidation_states_icsd16", "pymatgen_sp": "oxidation_states_sp"}.get(oxidation_states_set)
+    if attr is None:
+        raise InputError(f"unknown oxidation_states_set '{oxidation_states_set}' (smact14, icsd24, icsd16, pymatgen_sp)")
+    ox_lists = [list(getattr(e, attr) or []) for e in elements]
+    missing = [s for s, ox in zip(symbols, ox_lists) if not ox]
+    if missing:
+        return False, f"no known oxidation states for {', '.join(missing)}"
+    n_combos = math.prod(len(ox) for ox in ox_lists)
+    if n_combos > max_combinations:
+        return False, f"{n_combos} oxidation-state combinations exceed the limit {max_combinations}"
+    electronegs = [e.pauling_eneg for e in elements]
+    neutral_found = False
+    for ox_states in itertools.product(*ox_lists):
+        # CDVAE calls smact.neutral_ratios with the single allowed stoichiometry (the reduced counts);
+        # that is exactly "sum of oxidation state x count is zero", computed here directly.
+        if sum(o * c for o, c in zip(ox_states, counts)) != 0:
+            continue
+        neutral_found = True
+        if use_pauling_test:
+            try:
+                eneg_ok = pauling_test(ox_states, electronegs)
+            except TypeError:
+                # CDVAE's rule: an element without a Pauling electronegativity does not veto.
+                eneg_ok = True
+        else:
+            eneg_ok = True
+        if eneg_ok:
+            assignment = " ".join(f"{s}{o:+d}" for s, o in zip(symbols, ox_states))
+            return True, f"charge-neutral: {assignment}"
+    if neutral_found:
+        return False, "every charge-neutral oxidation-state assignment fails the electronegativity test"
+    return False, "no charge-neutral combination of oxidation states"
+
+
+def smact_check(
+    composition: Composition | str,
+    *,
+    oxidation_states_set: str = "smact14",
+    use_pauling_test: bool = True,
+    include_alloys: bool = True,
+    max_combinations: int = 1_000_000,
+) -> tuple[bool, str]:
+    """CDVAE's compositional validity (SMACT charge neutrality + electronegativity test), with a reason.
+
+    Returns:
+        (valid, reason): reason names the charge-neutral assignment found, or why none passed.
+    """
+    comp = Composition(composition) if isinstance(composition, str) else composition
+    symbols, counts = _reduced_counts(comp)
+    return _smact_check_cached(symbols, counts, oxidation_states_set, use_pauling_test, include_alloys,
+                               int(max_combinations))
+
+
+class ChargeNeutralityStage(_PerStructure):
+    """Stage 1: SMACT charge neutrality with the electronegativity test (CDVAE's rule)."""
+
+    name = "charge"
+
+    def __init__(
+        self,
+        *,
+        oxidation_states_set: str = "smact14",
+        use_pauling_test: bool = True,
+        include_alloys: bool = True,
+        max_combinations: int = 1_000_000,
+    ) -> None:
+        self.oxidation_states_set = oxidation_states_set
+        self.use_pauling_test = use_pauling_test
+        self.include_alloys = include_alloys
+        self.max_combinations = max_combinations
+
+    def check(self, structure: Structure) -> StageOutcome:
+        try:
+            ok, reason = smact_check(
+                structure.composition,
+                oxidation_states_set=self.oxidation_states_set,
+                use_pauling_test=self.use_pauling_test,
+                include_alloys=self.include_alloys,
+                max_combinations=self.max_combinations,
+            )
+        except InputError as exc:
+            return StageOutcome(passed=False, reason=str(exc))
+        return StageOutcome(passed=ok, reason=reason)
+
+
+# ---------------------------------------------------------------------------------------------- stage 2
+
+
+def _radii(structure: Structure) -> np.ndarray:
+    """Covalent radii (A, Cordero 2008 via ASE) of every site, shape (n,)."""
+    return np.array([covalent_radii[site.specie.Z] for site in structure], dtype=np.float64)
+
+
+def space_occupation_ratio(structure: Structure) -> float:
+    """SCIGEN's space-occupation ratio: sum of covalent-radius sphere volumes / cell volume (dimensionless)."""
+    r = _radii(structure)
+    return float(np.sum(4.0 / 3.0 * np.pi * r**3) / (abs(structure.volume) + 1e-12))
+
+
+def min_distance_ratio(structure: Structure) -> tuple[float, float, int, int]:
+    """Smallest d_ij / (r_i + r_j) over periodic pairs (covalent radii), with that pair's distance in A.
+
+    Returns (ratio, distance, i, j); (inf, inf, -1, -1) when no pair lies within r_i + r_j (a ratio of 1).
+    """
+    r = _radii(structure)
+    cutoff = 2.0 * float(r.max())
+    centers, points, _, distances = structure.get_neighbor_list(r=cutoff, exclude_self=True)
+    if len(distances) == 0:
+        return float("inf"), float("inf"), -1, -1
+    ratios = distances / (r[centers] + r[points])
+    k = int(np.argmin(ratios))
+    return float(ratios[k]), float(distances[k]), int(centers[k]), int(points[k])
+
+
+class GeometryStage(_PerStructure):
+    """Stage 2: interatomic distances against scaled covalent radii, the 0.5 A rule, SCIGEN occupation ratio.
+
+    ``value`` is the smallest d_ij / (r_i + r_j) (capped at 1.0 when no pair is that close).
+    """
+
+    name = "geometry"
+
+    def __init__(
+        self,
+        *,
+        radius_scale: float = 0.5,
+        min_distance: float = MIN_DISTANCE_A,
+        max_occupation: float = 1.7,
+        min_volume: float = MIN_VOLUME_A3,
+    ) -> None:
+        self.radius_scale = radius_scale
+        self.min_distance = min_distance
+        self.max_occupation = max_occupation
+        self.min_volume = min_volume
+
+    def check(self, structure: Structure) -> StageOutcome:
+        volume = abs(float(structure.volume))
+        if not math.isfinite(volume) or volume < self.min_volume:
+            return StageOutcome(passed=False, reason=f"cell volume {volume:.3g} A^3 < {self.min_volume} A^3")
+        occupation = space_occupation_ratio(structure)
+        ratio, dist, i, j = min_distance_ratio(structure)
+        shown = min(ratio, 1.0)
+        if ratio < self.radius_scale or dist < self.min_distance:
+            rule = (f"< {self.min_distance} A" if dist < self.min_distance
+                    else f"< {self.radius_scale} x (r_i + r_j)")
+            return StageOutcome(
+                passed=False,
+                value=shown,
+                reason=(f"atoms too close: {structure[i].specie}-{structure[j].specie} {dist:.3f} A "
+                        f"= {ratio:.2f} x (r_i + r_j) {rule}"),
+            )
+        if occupation >= self.max_occupation:
+            return StageOutcome(
+                passed=False,
+                value=shown,
+                reason=f"space occupation ratio {occupation:.2f} >= {self.max_occupation} (too dense)",
+            )
+        return StageOutcome(
+            passed=True, value=shown, reason=f"min d/(r_i+r_j) {shown:.2f}; occupation {occupation:.2f}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- stage 3
+
+
+def _default_energy_fn(structures: Sequence[Structure]) -> list[float]:
+    from tools.relax import static_energies
+
+    return static_energies(structures)
+
+
+class EhullStage:
+    """Stage 3: CHGNet single-point energy of the unrelaxed structure -> E_hull (eV/atom) <= ``ceiling``.
+
+    ``ehull_fn`` maps (structure, uncorrected CHGNet energy per atom) to eV/atom above the reference hull;
+    it is injected so this module does not depend on the hull tool. ``energy_fn`` defaults to
+    :func:`tools.relax.static_energies` (batched CHGNet). ``value`` is the E_hull estimate.
+    """
+
+    name = "ehull"
+
+    def __init__(
+        self,
+        *,
+        ehull_fn: EhullFn,
+        ceiling: float = 1.0,
+        energy_fn: EnergyFn | None = None,
+    ) -> None:
+        self.ehull_fn = ehull_fn
+        self.ceiling = ceiling
+        self.energy_fn: EnergyFn = energy_fn or _default_energy_fn
+
+    def _judge(self, structure: Structure, energy: float) -> StageOutcome:
+        if not math.isfinite(energy):
+            return StageOutcome(passed=False, reason="CHGNet could not evaluate the unrelaxed structure")
+        try:
+            e_hull = float(self.ehull_fn(structure, energy))
+        except Exception as exc:  # noqa: BLE001 - the hull tool's failure is this candidate's reason, not the batch's
+            return StageOutcome(passed=False, reason=f"E_hull estimate failed: {type(exc).__name__}: {exc}")
+        if not math.isfinite(e_hull):
+            return StageOutcome(passed=False, reason="E_hull estimate is not finite")
+        if e_hull > self.ceiling:
+            return StageOutcome(
+                passed=False, value=e_hull,
+                reason=f"unrelaxed E_hull {e_hull:.3f} eV/atom > ceiling {self.ceiling} eV/atom",
+            )
+        return StageOutcome(passed=True, value=e_hull, reason=f"unrelaxed E_hull {e_hull:.3f} eV/atom")
+
+    def check(self, structure: Structure) -> StageOutcome:
+        return self.check_many([structure])[0]
+
+    def check_many(self, structures: Sequence[Structure]) -> list[StageOutcome]:
+        if not structures:
+            return []
+        energies = self.energy_fn(list(structures))
+        return [self._judge(s, float(e)) for s, e in zip(structures, energies)]
+
+
+# ---------------------------------------------------------------------------------------------- pipeline
+
+
+class PrescreenResult(BaseModel):
+    """What the prescreen found for one structure. ``outcomes`` is keyed by stage name, in run order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    passed: bool
+    outcomes: dict[str, StageOutcome] = Field(default_factory=dict)
+    failed_stage: str | None = Field(None, description="first stage that failed (None when all passed)")
+
+
+class Prescreen:
+    """Runs stages in order over a batch.
+
+    With ``gate=True`` a structure leaves at its first failed stage, so expensive stages (CHGNet) see
+    only survivors; with ``gate=False`` every stage runs on every structure.
+    """
+
+    def __init__(self, *, stages: Sequence[PrescreenStage], gate: bool = True) -> None:
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise InputError(f"prescreen stage names must be unique, got {names}")
+        self.stages = list(stages)
+        self.gate = gate
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def run(self, structures: Sequence[Structure]) -> list[PrescreenResult]:
+        """One :class:`PrescreenResult` per input structure, in input order."""
+        outcomes: list[dict[str, StageOutcome]] = [{} for _ in structures]
+        alive = list(range(len(structures)))
+        for stage in self.stages:
+            todo = alive if self.gate else list(range(len(structures)))
+            if not todo:
+                break
+            results = stage.check_many([structures[k] for k in todo])
+            if len(results) != len(todo):
+                raise InputError(f"stage {stage.name} returned {len(results)} outcomes for {len(todo)} structures")
+            for k, res in zip(todo, results):
+                outcomes[k][stage.name] = res
+            alive = [k for k in alive if outcomes[k][stage.name].passed]
+        out: list[PrescreenResult] = []
+        for oc in outcomes:
+            failed = next((name for name, o in oc.items() if not o.passed), None)
+            out.append(PrescreenResult(passed=failed is None and len(oc) == len(self.stages),
+                                       outcomes=oc, failed_stage=failed))
+        return out
+
+    def check(self, structure: Structure) -> PrescreenResult:
+        return self.run([structure])[0]
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+class ChargeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    oxidation_states_set: str = "smact14"
+    use_pauling_test: bool = True
+    include_alloys: bool = True
+    max_combinations: int = 1_000_000
+
+
+class GeometryParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    radius_scale: float = Field(0.5, description="d_ij >= radius_scale * (r_i + r_j), covalent radii")
+    min_distance: float = Field(MIN_DISTANCE_A, description="A, hard floor on any periodic distance")
+    max_occupation: float = Field(1.7, description="SCIGEN space-occupation ratio ceiling")
+    min_volume: float = Field(MIN_VOLUME_A3, description="A^3")
+
+
+class EhullParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    ceiling: float = Field(1.0, description="eV/atom, unrelaxed CHGNet E_hull above which a candidate stops")
+
+
+class PrescreenParams(BaseModel):
+    """The prescreen's settings (``configs/prescreen.yaml``); echoed into results for the audit log."""
+
+    model_config = ConfigDict(extra="forbid")
+    gate: bool = True
+    charge: ChargeParams = Field(default_factory=ChargeParams)
+    geometry: GeometryParams = Field(default_factory=GeometryParams)
+    ehull: EhullParams = Field(default_factory=EhullParams)
+
+
+def load_prescreen_params(path: str | Path | None = None) -> PrescreenParams:
+    """Settings from YAML (default ``configs/prescreen.yaml``; built-in defaults if that file is absent)."""
+    p = Path(path) if path is not None else CONFIG_DIR / "prescreen.yaml"
+    if not p.exists():
+        if path is not None:
+            raise InputError(f"{p}: no such prescreen config")
+        return PrescreenParams()
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+        return PrescreenParams.model_validate(data)
+    except (yaml.YAMLError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{p}: invalid prescreen config ({first})") from exc
+
+
+def build_prescreen(
+    params: PrescreenParams | None = None,
+    *,
+    ehull_fn: EhullFn | None = None,
+    energy_fn: EnergyFn | None = None,
+    extra_stages: Sequence[PrescreenStage] = (),
+) -> Prescreen:
+    """The standard pipeline: charge -> geometry -> [extra_stages] -> ehull.
+
+    The ehull stage is included only when ``ehull_fn`` is given and ``params.ehull.enabled``. Extra
+    stages (a classifier) run after the cheap checks and before CHGNet.
+    """
+    params = params or PrescreenParams()
+    stages: list[PrescreenStage] = []
+    if params.charge.enabled:
+        c = params.charge
+        stages.append(ChargeNeutralityStage(
+            oxidation_states_set=c.oxidation_states_set, use_pauling_test=c.use_pauling_test,
+            include_alloys=c.include_alloys, max_combinations=c.max_combinations,
+        ))
+    if params.geometry.enabled:
+        g = params.geometry
+        stages.append(GeometryStage(radius_scale=g.radius_scale, min_distance=g.min_distance,
+                                    max_occupation=g.max_occupation, min_volume=g.min_volume))
+    stages.extend(extra_stages)
+    if params.ehull.enabled and ehull_fn is not None:
+        stages.append(EhullStage(ehull_fn=ehull_fn, ceiling=params.ehull.ceiling, energy_fn=energy_fn))
+    return Prescreen(stages=stages, gate=params.gate)
