@@ -1,0 +1,136 @@
+"""`tessera train generator` and `tessera sample`: the entry points of generators/.
+
+This module composes configuration (configs/generator.yaml) and reads the structure pool through
+tools.pool, handing plain arrays to generators/ (which imports nothing from tools/ or agents/).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+import yaml
+
+from agents.cli.common import JSON_OPTION, app, emit_json, err_console, fail
+from tools.errors import DataError, InputError
+from tools.paths import CONFIG_DIR, REPO_ROOT
+
+DEFAULT_CONFIG = CONFIG_DIR / "generator.yaml"
+
+train_app = typer.Typer(help="Train models.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def load_generator_config(path: Path = DEFAULT_CONFIG) -> dict[str, Any]:
+    if not path.exists():
+        raise InputError(f"generator config not found: {path}")
+    cfg = yaml.safe_load(path.read_text())
+    if not isinstance(cfg, dict) or "model" not in cfg or "train" not in cfg:
+        raise InputError(f"{path}: expected 'model' and 'train' sections")
+    return cfg
+
+
+def _repo_path(p: str | Path) -> Path:
+    p = Path(p)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def pool_split_arrays(split: str) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Niggli-reduced (lattices (3, 3) A, fracs (n, 3), atomic numbers (n,)) of one pool split.
+
+    Niggli reduction (as CDVAE/DiffCSP preprocess MP-20) gives one compact cell per crystal, which
+    narrows the lattice distribution the model must learn.
+    """
+    from tools.pool import load_pool, row_to_structure
+
+    lattices, fracs, numbers = [], [], []
+    for _, row in load_pool(split).iterrows():  # type: ignore[arg-type]
+        s = row_to_structure(row).get_reduced_structure()
+        lattices.append(s.lattice.matrix.copy())
+        fracs.append(s.frac_coords % 1.0)
+        numbers.append(np.array(s.atomic_numbers, dtype=np.int64))
+    if not lattices:
+        raise DataError(f"pool split {split!r} is empty")
+    return lattices, fracs, numbers
+
+
+@train_app.command("generator")
+def train_generator(
+    config: Path = typer.Option(DEFAULT_CONFIG, help="YAML with model/train sections"),
+    max_steps: int = typer.Option(0, help="stop after this many more steps (0: run to total_steps)"),
+    fresh: bool = typer.Option(False, help="ignore an existing work checkpoint and start over"),
+    threads: int = typer.Option(2, help="torch CPU threads"),
+    max_minutes: float = typer.Option(0.0, help="stop (with a checkpoint) after this much wall time (0: no limit)"),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Train the crystal diffusion model on the pool's train split (resumes from work_dir/last.pt)."""
+    import torch
+
+    from generators.crystal import LatticeCoder
+    from generators.model import DiffusionModel, ModelConfig
+    from generators.training import CrystalArrays, Trainer, TrainConfig
+    from tools.pool import pool_hash
+
+    torch.set_num_threads(threads)
+    cfg = load_generator_config(config)
+    work_dir = _repo_path(cfg.get("work_dir", "data/checkpoints/work"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tcfg = TrainConfig.from_dict(cfg["train"])
+    mcfg = ModelConfig.from_dict(cfg["model"])
+
+    t0 = time.time()
+    tr_l, tr_f, tr_z = pool_split_arrays("train")
+    va_l, va_f, va_z = pool_split_arrays("val")
+    vocab = sorted({int(z) for zs in tr_z for z in zs})
+    vocab_set = set(vocab)
+    keep = [i for i, zs in enumerate(va_z) if set(int(z) for z in zs) <= vocab_set]
+    train = CrystalArrays.from_numbers(lattices=tr_l, fracs=tr_f, numbers=tr_z, vocab=vocab)
+    val = CrystalArrays.from_numbers(
+        lattices=[va_l[i] for i in keep], fracs=[va_f[i] for i in keep], numbers=[va_z[i] for i in keep], vocab=vocab
+    )
+    counts = np.bincount([len(z) for z in tr_z])[1:].astype(float)
+    prior = (counts / counts.sum()).tolist()
+    coder = LatticeCoder.fit(
+        lattice=torch.as_tensor(np.stack(tr_l)), n_atoms=torch.tensor([len(z) for z in tr_z])
+    )
+    err_console.print(f"data: {len(train)} train, {len(val)} val crystals, {len(vocab)} elements ({time.time() - t0:.0f} s)")
+
+    torch.manual_seed(tcfg.seed)
+    model = DiffusionModel.create(config=mcfg, coder=coder, vocab=vocab, n_atoms_prior=prior)
+    trainer = Trainer(
+        model=model, config=tcfg, train=train, val=val, work_dir=work_dir,
+        extra_meta={"pool_hash": pool_hash(), "data_split": "train", "val_split": "val"},
+    )
+    log_path = work_dir / "train_log.jsonl"
+    if fresh:
+        for p in (trainer.ckpt_path, trainer.best_path, log_path):
+            p.unlink(missing_ok=True)
+    elif trainer.load_checkpoint():
+        err_console.print(f"resumed at step {trainer.step}")
+    n_params = sum(p.numel() for p in model.net.parameters())
+    err_console.print(f"model: {n_params / 1e6:.2f} M parameters; {trainer.steps_per_epoch} steps/epoch")
+    last = None
+    with open(log_path, "a") as fh:
+        deadline = time.time() + 60.0 * max_minutes if max_minutes > 0 else None
+        for log in trainer.iter_steps(max_steps=max_steps or None, deadline=deadline):
+            last = log
+            if log.val is not None or log.step % tcfg.log_every == 0:
+                rec = {k: v for k, v in log.__dict__.items()}
+                fh.write(json.dumps(rec) + "\n")
+                fh.flush()
+                if not json_out:
+                    msg = (f"step {log.step} loss {log.loss:.4f} (L {log.loss_lattice:.4f} F {log.loss_frac:.4f} "
+                           f"A {log.loss_type:.4f}) lr {log.lr:.2e} {log.elapsed_s:.0f} s")
+                    if log.val:
+                        msg += " | " + " ".join(f"{k} {v:.4f}" for k, v in log.val.items())
+                    err_console.print(msg, highlight=False)
+    result = {"step": trainer.step, "best_val": trainer.best_val, "work_dir": str(work_dir),
+              "best_checkpoint": str(trainer.best_path), "last": last.__dict__ if last else None}
+    if json_out:
+        emit_json(result)
+    else:
+        err_console.print(f"done at step {trainer.step}; best val loss {trainer.best_val:.4f}")

@@ -1,0 +1,145 @@
+"""Forward (corruption) processes, one per field, as in DiffCSP's ab initio generation.
+
+- ``DDPM``: variance-preserving discrete diffusion for the lattice code (6 per crystal) and for the
+  continuous one-hot of the atom types (K per atom). Linear betas with a small beta_max: a schedule
+  whose beta approaches 1 at t = T multiplies any error of the first reverse step by 1/sqrt(alpha_T)
+  (about 30-100x), which is the "10^5 A^3 cell" trap. Reverse steps go through the clean estimate x0
+  (clipped), never through 1/sqrt(alpha_t) * (x_t - ...).
+- ``WrappedNormal``: variance-exploding score matching on the torus for fractional coordinates, sigma
+  geometric from sigma_min to sigma_max; the target is the score of the wrapped normal (a sum over
+  periodic images), normalised per sigma by sqrt(E|score|^2) as DiffCSP does.
+
+Timesteps are integers 1..T (T = ``num_steps``); index 0 means clean data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class DDPM:
+    """Variance-preserving DDPM with linear betas.
+
+    marginal q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I); prior N(0, I).
+    """
+
+    def __init__(self, *, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> None:
+        self.num_steps = num_steps
+        betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+        # Index 0 is the clean state (abar = 1); index t in 1..T uses betas[t - 1].
+        self.alpha_bars = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1.0 - betas, 0)])
+
+    def abar(self, t: torch.Tensor) -> torch.Tensor:
+        """(...,) long timesteps -> (...,) float32 abar_t."""
+        return self.alpha_bars.to(t.device)[t].float()
+
+    def marginal(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise; t broadcast per row of x0."""
+        a = self.abar(t).unsqueeze(-1)
+        return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+
+    def prior(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(shape, generator=generator)
+
+    def x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        a = self.abar(t).unsqueeze(-1)
+        return (x_t - (1.0 - a).sqrt() * eps) / a.sqrt()
+
+    def eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        a = self.abar(t).unsqueeze(-1)
+        return (x_t - a.sqrt() * x0) / (1.0 - a).clamp_min(1e-12).sqrt()
+
+    def posterior_step(
+        self, x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, s: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """Sample x_s ~ q(x_s | x_t, x_0 = x0_hat) for s < t (works for strided schedules).
+
+        Uses abar_{t|s} = abar_t / abar_s; at s = 0 returns x0_hat.
+        """
+        a_t = self.abar(t).unsqueeze(-1)
+        a_s = self.abar(s).unsqueeze(-1)
+        a_ts = a_t / a_s
+        beta_ts = 1.0 - a_ts
+        c0 = a_s.sqrt() * beta_ts / (1.0 - a_t)
+        ct = a_ts.sqrt() * (1.0 - a_s) / (1.0 - a_t)
+        var = beta_ts * (1.0 - a_s) / (1.0 - a_t)
+        return c0 * x0_hat + ct * x_t + var.sqrt() * noise
+
+
+def wrapped_normal_log_density(x: torch.Tensor, sigma: torch.Tensor, n_images: int = 10) -> torch.Tensor:
+    """log sum_k N(x + k; 0, sigma^2) per component (unnormalised constant dropped), k in -n..n."""
+    k = torch.arange(-n_images, n_images + 1, dtype=x.dtype, device=x.device)
+    d = x.unsqueeze(-1) + k
+    return torch.logsumexp(-(d**2) / (2.0 * sigma.unsqueeze(-1) ** 2), dim=-1)
+
+
+def wrapped_normal_score(x: torch.Tensor, sigma: torch.Tensor, n_images: int = 10) -> torch.Tensor:
+    """d/dx log of the wrapped normal density with scale sigma, elementwise (sigma broadcast to x)."""
+    k = torch.arange(-n_images, n_images + 1, dtype=x.dtype, device=x.device)
+    d = x.unsqueeze(-1) + k
+    s = sigma.unsqueeze(-1)
+    w = torch.softmax(-(d**2) / (2.0 * s**2), dim=-1)
+    return (w * (-d / s**2)).sum(-1)
+
+
+class WrappedNormal:
+    """Wrapped-normal (VE) diffusion of fractional coordinates on the 3-torus.
+
+    marginal: F_t = (F_0 + sigma_t * z) mod 1; prior: uniform on [0, 1)^3.
+    sigma_t geometric from sigma_min (t = 1) to sigma_max (t = T).
+    """
+
+    def __init__(self, *, num_steps: int = 1000, sigma_min: float = 0.005, sigma_max: float = 0.5) -> None:
+        self.num_steps = num_steps
+        sig = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), num_steps, dtype=torch.float64))
+        self.sigmas = torch.cat([torch.zeros(1, dtype=torch.float64), sig])
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self.score_norms = torch.cat([torch.ones(1, dtype=torch.float64), self._expected_sq_score(sig)])
+
+    @staticmethod
+    def _expected_sq_score(sigmas: torch.Tensor) -> torch.Tensor:
+        """E_{x ~ WN(sigma)} [score(x)^2] by quadrature on one period (per component)."""
+        x = torch.linspace(-0.5, 0.5, 20001, dtype=torch.float64)[:-1]
+        out = []
+        for s in sigmas:
+            sv = s.expand_as(x)
+            logp = wrapped_normal_log_density(x, sv)
+            p = torch.softmax(logp, 0)  # normalised weights on the uniform grid
+            out.append((p * wrapped_normal_score(x, sv) ** 2).sum())
+        return torch.stack(out)
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return self.sigmas.to(t.device)[t].float()
+
+    def score_norm(self, t: torch.Tensor) -> torch.Tensor:
+        return self.score_norms.to(t.device)[t].float()
+
+    def marginal(self, f0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return (f0 + self.sigma(t).unsqueeze(-1) * noise) % 1.0
+
+    def target_score(self, f_t: torch.Tensor, f0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Score of q(F_t | F_0) at F_t (per component); exact over 21 images."""
+        d = (f_t - f0 + 0.5) % 1.0 - 0.5
+        return wrapped_normal_score(d, self.sigma(t).unsqueeze(-1).expand_as(d))
+
+    def prior(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(shape, generator=generator)
+
+    def predictor_step(
+        self, f_t: torch.Tensor, score: torch.Tensor, t: torch.Tensor, s: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """Reverse VE step t -> s (< t): ancestral sampling with the score (DiffCSP's predictor)."""
+        sig_t = self.sigma(t).unsqueeze(-1)
+        sig_s = self.sigma(s).unsqueeze(-1)
+        step = sig_t**2 - sig_s**2
+        std = (sig_s**2 * step / sig_t**2).clamp_min(0).sqrt()
+        return (f_t + step * score + std * noise) % 1.0
+
+    def corrector_step(
+        self, f_t: torch.Tensor, score: torch.Tensor, t: torch.Tensor, step_lr: float, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """Langevin corrector at noise level t (DiffCSP: step = step_lr * (sigma_t / sigma_max)^2)."""
+        step = step_lr * (self.sigma(t).unsqueeze(-1) / self.sigma_max) ** 2
+        return (f_t + step * score + (2.0 * step).sqrt() * noise) % 1.0

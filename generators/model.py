@@ -1,0 +1,124 @@
+"""A trained generator bundle: network + corruption processes + lattice coder + vocabulary + atom-count prior.
+
+``DiffusionModel`` is what a checkpoint restores and what the sampler and training share. It holds no
+sampling loop (that lives in ``generators.sampler``) and no optimiser (``generators.training``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from generators.corruption import DDPM, WrappedNormal
+from generators.crystal import LatticeCoder
+from generators.denoiser import CSPNet
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Network and diffusion hyper-parameters (units: sigmas in fractional coordinates)."""
+
+    hidden: int = 256
+    num_layers: int = 4
+    n_freq: int = 10
+    time_dim: int = 64
+    num_steps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    sigma_min: float = 0.005
+    sigma_max: float = 0.5
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class DiffusionModel:
+    """Everything needed to denoise and sample.
+
+    vocab: atomic numbers, index i of a type vector <-> element vocab[i].
+    n_atoms_prior: probability of each atom count 1..len(prior) (index 0 is one atom).
+    """
+
+    config: ModelConfig
+    net: CSPNet
+    coder: LatticeCoder
+    vocab: list[int]
+    n_atoms_prior: list[float]
+    lattice_process: DDPM = field(init=False)
+    type_process: DDPM = field(init=False)
+    frac_process: WrappedNormal = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.lattice_process = DDPM(num_steps=c.num_steps, beta_start=c.beta_start, beta_end=c.beta_end)
+        self.type_process = self.lattice_process
+        self.frac_process = WrappedNormal(num_steps=c.num_steps, sigma_min=c.sigma_min, sigma_max=c.sigma_max)
+
+    @classmethod
+    def create(
+        cls, *, config: ModelConfig, coder: LatticeCoder, vocab: list[int], n_atoms_prior: list[float]
+    ) -> "DiffusionModel":
+        net = CSPNet(
+            num_types=len(vocab),
+            hidden=config.hidden,
+            num_layers=config.num_layers,
+            n_freq=config.n_freq,
+            time_dim=config.time_dim,
+        )
+        return cls(config=config, net=net, coder=coder, vocab=list(vocab), n_atoms_prior=list(n_atoms_prior))
+
+    @property
+    def num_types(self) -> int:
+        return len(self.vocab)
+
+    def meta(self) -> dict[str, Any]:
+        """JSON-able description (everything but the weights)."""
+        return {
+            "model_config": self.config.to_dict(),
+            "lattice_coder": self.coder.state_dict(),
+            "vocab": self.vocab,
+            "n_atoms_prior": self.n_atoms_prior,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], state_dict: dict[str, torch.Tensor] | None = None) -> "DiffusionModel":
+        model = cls.create(
+            config=ModelConfig.from_dict(meta["model_config"]),
+            coder=LatticeCoder.from_state_dict(meta["lattice_coder"]),
+            vocab=[int(z) for z in meta["vocab"]],
+            n_atoms_prior=[float(p) for p in meta["n_atoms_prior"]],
+        )
+        if state_dict is not None:
+            model.net.load_state_dict(state_dict)
+        return model
+
+
+def save_weights(model: DiffusionModel, path: Path, *, extra: dict[str, Any]) -> None:
+    """Ship weights only: ``path`` (.pt state dict + meta) and ``path.with_suffix('.json')`` (meta + extra)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = model.meta()
+    state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"meta": meta, "state_dict": state}, tmp)
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps({**meta, **extra}, indent=1, default=str) + "\n")
+
+
+def load_weights(path: Path) -> DiffusionModel:
+    """Restore a DiffusionModel from ``save_weights`` output (eval mode)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = DiffusionModel.from_meta(blob["meta"], blob["state_dict"])
+    model.net.eval()
+    return model
