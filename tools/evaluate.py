@@ -1,0 +1,295 @@
+"""The evaluation pipeline: prescreen -> relax -> hull -> analyze, over candidates.
+
+This is the judge every other room uses: ``tessera evaluate`` runs it on files; the generation loop runs
+it on sampled candidates (with every prescreen stage gating). It is written as a generator of steps
+(ARCHITECTURE Style 4): :func:`iter_evaluate` yields an :class:`EvalStep` after each unit of work so
+the caller can drive progress bars and the audit log; :func:`evaluate` consumes it.
+
+Durability: each relaxation outcome is appended (and fsync'd) to ``<out>/relax_progress.jsonl`` the
+moment it arrives, keyed by the SHA-256 of the input structure's CIF. A rerun into the same folder
+reuses those outcomes, so a killed run loses at most the relaxations that were in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.core import Structure
+
+from tools.candidate import Candidate, RelaxOutcome, StageOutcome
+from tools.errors import TesseraError
+from tools.io import read_structures
+from tools.prescreen import PrescreenParams, build_prescreen, load_prescreen_params
+from tools.relax import Relaxer, RelaxParams, load_relax_params, relax_many
+
+GEOMETRY_STAGE = "geometry"
+
+
+class EvaluateParams(BaseModel):
+    """Everything that decides an evaluation's outcome; echoed in its summary and the audit log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gate: bool = Field(
+        False,
+        description="every prescreen stage gates relaxation (the generation loop); by default only geometry does",
+    )
+    prescreen: PrescreenParams = Field(default_factory=load_prescreen_params)
+    relax: RelaxParams = Field(default_factory=load_relax_params)
+    stable_threshold: float = Field(0.1, description="eV/atom: E_hull at or below this counts as stable (MatterGen)")
+    hull_sources: list[str] | None = Field(None, description="reference hull sources; None = the hull tool's default")
+    exclude_ids: list[str] = Field(
+        default_factory=list,
+        description="material ids left out of the hull and the novelty pool (judging held-out structures honestly)",
+    )
+    novelty: bool = Field(True, description="check novelty against the shipped structure pool")
+    workers: int | None = Field(None, description="local Dask workers (default one per core; 0 = serial, no Dask)")
+    address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
+
+
+class EvaluateSummary(BaseModel):
+    """Counts and rates of one evaluation (the ``--json`` output of ``tessera evaluate``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_inputs: int
+    n_errors: int
+    n_prescreen_passed: int
+    n_relaxed: int
+    n_converged: int
+    n_hull: int
+    n_stable: int = Field(description=f"E_hull <= stable_threshold")
+    n_stable_le0: int = Field(description="E_hull <= 0 (on or below the reference hull)")
+    n_unique: int
+    n_novel: int
+    n_sun: int = Field(description="stable and unique and novel")
+    stable_rate: float = Field(description="n_stable / n_inputs")
+    sun_rate: float = Field(description="n_sun / n_inputs")
+    seconds: float
+    params: EvaluateParams
+    energy_scheme: str | None = None
+
+
+@dataclass
+class EvalStep:
+    """One unit of work done: ``stage`` finished for ``candidate`` (``index`` into the batch)."""
+
+    stage: Literal["read", "prescreen", "relax", "hull", "analyze", "done"]
+    index: int
+    total: int
+    candidate: Candidate | None = None
+
+
+def structure_key(cif: str) -> str:
+    """Key of an input structure for resuming: SHA-256 of its CIF text."""
+    return hashlib.sha256(cif.encode()).hexdigest()
+
+
+def candidates_from_paths(paths: Sequence[str | Path]) -> list[Candidate]:
+    """One candidate per structure found in ``paths``; unreadable ones carry their error line."""
+    result = read_structures(list(paths))
+    out: list[Candidate] = []
+    for item in result.items:
+        if item.structure is not None:
+            out.append(Candidate.from_structure(item.structure, source=item.source))
+        else:
+            out.append(Candidate(source=item.source, error=item.error))
+    return out
+
+
+class RelaxJournal:
+    """Append-only, fsync'd record of relaxation outcomes in an output folder (see module docstring)."""
+
+    def __init__(self, *, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, RelaxOutcome] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                    self.done[rec["key"]] = RelaxOutcome.model_validate(rec["outcome"])
+                except (ValueError, KeyError):
+                    continue  # a line torn by a kill mid-write: that relaxation simply runs again
+
+    def record(self, key: str, outcome: RelaxOutcome) -> None:
+        line = json.dumps({"key": key, "outcome": outcome.model_dump()}) + "\n"
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.done[key] = outcome
+
+
+def _apply_relaxation(cand: Candidate, outcome: RelaxOutcome) -> None:
+    cand.relax_steps = outcome.steps
+    cand.relax_seconds = outcome.seconds
+    energy_ok = outcome.energy_per_atom is not None and math.isfinite(outcome.energy_per_atom)
+    if outcome.error is not None or not energy_ok or outcome.cif is None:
+        cand.relaxed = False
+        cand.converged = False
+        cand.error = f"relaxation failed: {outcome.error or 'no finite energy'}"
+        return
+    cand.relaxed = True
+    cand.converged = outcome.converged
+    cand.energy_per_atom = outcome.energy_per_atom
+    cand.cif = outcome.cif
+
+
+def iter_evaluate(
+    candidates: list[Candidate],
+    params: EvaluateParams,
+    *,
+    journal: RelaxJournal | None = None,
+    relaxer: Relaxer | None = None,
+) -> Iterator[EvalStep]:
+    """Evaluate ``candidates`` in place, yielding a step after each unit of work.
+
+    Candidates that arrive with ``error`` set are carried through untouched. The order of work:
+    prescreen (all stages, batched) -> relax (fan-out over Dask, in completion order) -> hull ->
+    space group, uniqueness within the batch, novelty against the pool.
+    """
+    from tools.analyze import assess_batch
+    from tools.hull import ReferenceHull
+
+    total = len(candidates)
+    hull = ReferenceHull.default(sources=params.hull_sources, exclude_ids=params.exclude_ids)
+
+    # --- prescreen ---------------------------------------------------------------------------------
+    live = [i for i, c in enumerate(candidates) if c.error is None]
+    structures = {i: candidates[i].structure() for i in live}
+    prescreen = build_prescreen(
+        params.prescreen.model_copy(update={"gate": params.gate}),
+        ehull_fn=hull.ehull_fn(),
+    )
+    results = prescreen.run([structures[i] for i in live])
+    to_relax: list[int] = []
+    for i, res in zip(live, results):
+        cand = candidates[i]
+        cand.prescreen = dict(res.outcomes)
+        geometry: StageOutcome | None = res.outcomes.get(GEOMETRY_STAGE)
+        if geometry is not None and not geometry.passed:
+            cand.error = f"failed geometry prescreen: {geometry.reason}"
+        elif params.gate and not res.passed:
+            failed = res.outcomes[res.failed_stage] if res.failed_stage else None
+            cand.error = f"failed {res.failed_stage} prescreen: {failed.reason if failed else 'not run'}"
+        else:
+            to_relax.append(i)
+        yield EvalStep("prescreen", i, total, cand)
+
+    # --- relax ------------------------------------------------------------------------------------
+    pending: list[int] = []
+    keys: dict[int, str] = {}
+    for i in to_relax:
+        keys[i] = structure_key(candidates[i].initial_cif or "")
+        if journal is not None and keys[i] in journal.done:
+            _apply_relaxation(candidates[i], journal.done[keys[i]])
+            yield EvalStep("relax", i, total, candidates[i])
+        else:
+            pending.append(i)
+    for k, outcome in relax_many(
+        [structures[i] for i in pending],
+        params.relax,
+        workers=params.workers,
+        address=params.address,
+        relaxer=relaxer,
+    ):
+        i = pending[k]
+        if journal is not None:
+            journal.record(keys[i], outcome)
+        _apply_relaxation(candidates[i], outcome)
+        yield EvalStep("relax", i, total, candidates[i])
+
+    # --- hull -------------------------------------------------------------------------------------
+    for i, cand in enumerate(candidates):
+        if not cand.relaxed or cand.energy_per_atom is None:
+            continue
+        try:
+            res = hull.e_hull(cand.structure(), cand.energy_per_atom)
+        except TesseraError as exc:
+            cand.error = f"hull: {exc}"
+        else:
+            cand.e_hull = res.e_hull
+            cand.formation_energy_per_atom = res.formation_energy_per_atom
+            cand.corrected_energy_per_atom = res.corrected_energy_per_atom
+            cand.stable = res.e_hull <= params.stable_threshold
+        yield EvalStep("hull", i, total, cand)
+
+    # --- analyze ----------------------------------------------------------------------------------
+    for i in assess_batch(candidates, novelty=params.novelty, exclude_ids=params.exclude_ids):
+        yield EvalStep("analyze", i, total, candidates[i])
+    yield EvalStep("done", total, total, None)
+
+
+def summarize(candidates: Sequence[Candidate], params: EvaluateParams, seconds: float, scheme: str | None) -> EvaluateSummary:
+    """Counts and rates over a finished batch."""
+    n = len(candidates)
+    stable = [c for c in candidates if c.stable]
+    sun = [c for c in stable if c.unique and c.novel]
+    return EvaluateSummary(
+        n_inputs=n,
+        n_errors=sum(c.error is not None for c in candidates),
+        n_prescreen_passed=sum(bool(c.prescreen) and all(o.passed for o in c.prescreen.values()) for c in candidates),
+        n_relaxed=sum(c.relaxed for c in candidates),
+        n_converged=sum(bool(c.converged) for c in candidates),
+        n_hull=sum(c.e_hull is not None for c in candidates),
+        n_stable=len(stable),
+        n_stable_le0=sum(c.e_hull is not None and c.e_hull <= 0.0 for c in candidates),
+        n_unique=sum(bool(c.unique) for c in candidates),
+        n_novel=sum(bool(c.novel) for c in candidates),
+        n_sun=len(sun),
+        stable_rate=len(stable) / n if n else 0.0,
+        sun_rate=len(sun) / n if n else 0.0,
+        seconds=seconds,
+        params=params,
+        energy_scheme=scheme,
+    )
+
+
+def write_candidates(candidates: Sequence[Candidate], path: Path) -> None:
+    """``candidates.jsonl``: one JSON object per candidate, written to a temp file and renamed atomically."""
+    tmp = path.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for c in candidates:
+            fh.write(c.model_dump_json() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def evaluate(
+    candidates: list[Candidate],
+    params: EvaluateParams,
+    *,
+    out_dir: Path | None = None,
+    on_step: Callable[[EvalStep], None] | None = None,
+    relaxer: Relaxer | None = None,
+) -> EvaluateSummary:
+    """Run :func:`iter_evaluate` to the end; write ``candidates.jsonl`` into ``out_dir`` if given."""
+    t0 = time.perf_counter()
+    journal = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        journal = RelaxJournal(path=out_dir / "relax_progress.jsonl")
+    for step in iter_evaluate(candidates, params, journal=journal, relaxer=relaxer):
+        if on_step is not None:
+            on_step(step)
+    from tools.hull import ReferenceHull
+
+    summary = summarize(candidates, params, time.perf_counter() - t0, ReferenceHull.scheme_name())
+    if out_dir is not None:
+        write_candidates(candidates, out_dir / "candidates.jsonl")
+        (out_dir / "summary.json").write_text(summary.model_dump_json(indent=1) + "\n")
+    return summary
+
+
+def structures_of(candidates: Sequence[Candidate]) -> list[Structure | None]:
+    """Final structures (None where a candidate has none)."""
+    return [c.structure() if c.cif is not None else None for c in candidates]
