@@ -158,7 +158,11 @@ class StoredCandidate(BaseModel):
         return Candidate.model_validate_json(self.candidate_json)
 
     def structure(self) -> Structure:
-        return self.candidate().structure()
+        """The stored final structure (InputError when the candidate has none or it does not parse)."""
+        s = structure_of(self.candidate())
+        if s is None:
+            raise InputError(f"candidate {self.id} has no readable structure")
+        return s
 
 
 class RunRecord(BaseModel):

@@ -1,0 +1,227 @@
+"""An offline HTML report of one run for a chemist: verdict, numbers, plots, structures, timeline.
+
+Everything is in one file (pictures are base64 PNG from matplotlib), so it opens without a network
+and can be archived next to the lab notebook.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report is written on servers without a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from store.audit import AuditEvent, VerifyResult  # noqa: E402
+from store.schema import RunRecord, StoredCandidate  # noqa: E402
+
+STABLE_THRESHOLD = 0.1  # eV/atom above the hull (MatterGen's threshold; see ARCHITECTURE.md measures)
+
+
+def summarize_event(ev: AuditEvent) -> str:
+    """One line describing an event, for timelines."""
+    p = ev.payload
+    k = ev.kind
+    if k == "run_started":
+        return f"{p.get('kind')} run started" + (f"; goal: {p.get('goal')}" if p.get("goal") else "")
+    if k == "goal":
+        return f"goal: {p.get('goal')}"
+    if k == "plan":
+        reason = str(p.get("reasoning") or "")
+        return "plan" + (f": {reason[:160]}" if reason else "")
+    if k == "llm_call":
+        secs = p.get("seconds")
+        return f"LLM call to {p.get('model')}" + (f" ({secs:.2f} s)" if isinstance(secs, (int, float)) else "")
+    if k == "tool_call":
+        secs = p.get("seconds")
+        s = f"{p.get('tool')}" + (f" ({secs:.2f} s)" if isinstance(secs, (int, float)) else "")
+        return s + (f" FAILED: {p.get('error')}" if p.get("error") else "")
+    if k == "candidates_recorded":
+        return f"recorded {p.get('count')} candidates (round {p.get('round')})"
+    if k == "human_decision":
+        s = f"{p.get('decision')} {p.get('candidate_id')} ({p.get('formula')}) by {p.get('reviewer')}"
+        return s + (f": {p.get('note')}" if p.get("note") else "")
+    if k == "run_finished":
+        return f"run {p.get('status')}, {p.get('n_candidates')} candidates"
+    if k == "error":
+        return f"error: {p.get('message')}"
+    if k == "log_repaired":
+        return f"log repaired: dropped {p.get('dropped_bytes')} bytes of an interrupted write"
+    keys = ", ".join(list(p)[:6])
+    return f"{k}" + (f" ({keys})" if keys else "")
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def structure_png(candidate: StoredCandidate) -> str | None:
+    """A picture of the cell (two projections, jmol colours) as a data URI; None without a structure."""
+    from ase.visualize.plot import plot_atoms
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    try:
+        atoms = AseAtomsAdaptor.get_atoms(candidate.structure())
+    except (ValueError, TypeError, KeyError):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(5.2, 2.6))
+    for ax, rot in zip(axes, ("10x,20y,0z", "-80x,0y,0z")):
+        plot_atoms(atoms, ax, radii=0.45, rotation=rot, show_unit_cell=2)
+        ax.set_axis_off()
+    symbols = sorted(set(atoms.get_chemical_symbols()))
+    fig.suptitle(f"{candidate.formula}  ({', '.join(symbols)})", fontsize=9)
+    return _png(fig)
+
+
+def _ehull_histogram(values: list[float]) -> str:
+    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    arr = np.clip(np.asarray(values, dtype=float), -0.5, 1.5)
+    ax.hist(arr, bins=40, color="#4472c4", edgecolor="white")
+    ax.axvline(0.0, color="k", lw=1, label="on the hull")
+    ax.axvline(STABLE_THRESHOLD, color="#c00000", lw=1, ls="--", label=f"{STABLE_THRESHOLD} eV/atom")
+    ax.set_xlabel("E_hull (eV/atom, CHGNet-relaxed; clipped to [-0.5, 1.5])")
+    ax.set_ylabel("candidates")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _funnel(cands: list[StoredCandidate]) -> str:
+    stages: dict[str, int] = {}
+    for c in cands:
+        if c.prescreen_failed_stage:
+            stages[c.prescreen_failed_stage] = stages.get(c.prescreen_failed_stage, 0) + 1
+    labels = ["candidates", *[f"failed {s}" for s in stages], "relaxed", "E_hull known", "stable", "S.U.N."]
+    counts = [
+        len(cands), *stages.values(), sum(bool(c.relaxed) for c in cands), sum(c.e_hull is not None for c in cands),
+        sum(bool(c.stable) for c in cands), sum(bool(c.stable and c.unique and c.novel) for c in cands),
+    ]
+    fig, ax = plt.subplots(figsize=(5.5, 0.35 * len(labels) + 0.8))
+    ax.barh(labels[::-1], counts[::-1], color="#70ad47")
+    for y, v in enumerate(counts[::-1]):
+        ax.text(v, y, f" {v}", va="center", fontsize=8)
+    ax.set_xlabel("count")
+    return _png(fig)
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return html.escape(str(x))
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em;max-width:1100px;color:#222}
+h1{font-size:1.5em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;font-size:.85em} td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f3f3f3} .ok{color:#176f2c;font-weight:bold} .bad{color:#b00020;font-weight:bold}
+.card{display:flex;gap:1em;border:1px solid #ddd;margin:.6em 0;padding:.5em;border-radius:6px}
+.card img{width:420px} pre{white-space:pre-wrap;font-size:.8em;background:#f8f8f8;padding:.5em;margin:0}
+.muted{color:#666;font-size:.85em}
+"""
+
+
+def render_run_report(
+    *,
+    run: RunRecord,
+    events: list[AuditEvent],
+    verdict: VerifyResult,
+    candidates: list[StoredCandidate],
+    max_pictures: int = 60,
+) -> str:
+    """The report as one HTML string. ``candidates`` should be sorted (most stable first) and fetched
+    with their records; pictures are drawn for the first ``max_pictures``."""
+    e = html.escape
+    out: list[str] = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>Tessera run {e(run.run_id)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Tessera run <code>{e(run.run_id)}</code></h1>",
+    ]
+    cls = "ok" if verdict.ok else "bad"
+    out.append(f"<p class='{cls}'>Audit log: {e(verdict.line())}</p>")
+    info = [
+        ("kind", run.kind), ("status", run.status), ("goal", run.goal), ("started", run.created_at),
+        ("finished", run.finished_at), ("code version", run.code_version), ("DesignSpec hash", run.spec_hash),
+        ("checkpoint hash", run.checkpoint_hash), ("seed", run.seed), ("user@host", f"{run.user}@{run.host}"),
+    ]
+    out.append("<table>" + "".join(f"<tr><th>{e(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in info) + "</table>")
+    if run.params:
+        out.append(f"<details><summary>parameters</summary><pre>{e(json.dumps(run.params, indent=1))}</pre></details>")
+    if run.summary:
+        out.append(f"<details open><summary>summary</summary><pre>{e(json.dumps(run.summary, indent=1))}</pre></details>")
+
+    n = len(candidates)
+    ehull = [c.e_hull for c in candidates if c.e_hull is not None]
+    stats = [
+        ("candidates", n),
+        ("with E_hull", len(ehull)),
+        (f"stable (E_hull ≤ {STABLE_THRESHOLD} eV/atom)", sum(1 for x in ehull if x <= STABLE_THRESHOLD)),
+        ("on or below the hull (E_hull ≤ 0)", sum(1 for x in ehull if x <= 0)),
+        ("stable, unique and novel (S.U.N.)", sum(bool(c.stable and c.unique and c.novel) for c in candidates)),
+        ("meet the design constraints", sum(bool(c.constraints_satisfied) for c in candidates)),
+        ("approved / rejected / pending",
+         " / ".join(str(sum(c.review_status == s for c in candidates)) for s in ("approved", "rejected", "pending"))),
+    ]
+    out.append("<h2>Numbers</h2><p class='muted'>Energies are CHGNet-relaxed (a machine-learned potential, "
+               "not DFT); E_hull against the shipped reference hull.</p>")
+    out.append("<table>" + "".join(f"<tr><th>{e(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in stats) + "</table>")
+    if candidates:
+        out.append("<h2>Plots</h2>")
+        if ehull:
+            out.append(f"<img alt='E_hull histogram' src='{_ehull_histogram(ehull)}'>")
+        out.append(f"<img alt='funnel' src='{_funnel(candidates)}'>")
+
+    out.append(f"<h2>Candidates</h2><p class='muted'>Most stable first; pictures for the first {max_pictures}.</p>")
+    for i, c in enumerate(candidates):
+        pic = structure_png(c) if i < max_pictures else None
+        nums = [
+            ("id", c.id), ("formula", c.formula), ("space group", f"{c.spacegroup or '–'} ({c.spacegroup_number or '–'})"),
+            ("atoms", c.n_atoms), ("round", c.round), ("energy (eV/atom)", c.energy_per_atom),
+            ("E_hull (eV/atom)", c.e_hull), ("stable", c.stable), ("unique", c.unique), ("novel", c.novel),
+            ("constraints met", c.constraints_satisfied), ("prescreen", "passed" if c.prescreen_passed else
+             (f"failed at {c.prescreen_failed_stage}" if c.prescreen_failed_stage else "–")),
+            ("relaxation converged", c.converged), ("error", c.error),
+            ("review", f"{c.review_status}" + (f" by {c.reviewer}" if c.reviewer else "")
+             + (f": {c.review_note}" if c.review_note else "")),
+            ("content hash", (c.content_hash or "")[:16]),
+        ]
+        table = "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in nums) + "</table>"
+        img = f"<img alt='structure of {e(c.formula or '')}' src='{pic}'>" if pic else ""
+        out.append(f"<div class='card' id='c-{e(c.id)}'>{img}{table}</div>")
+
+    out.append("<h2>Timeline</h2><p class='muted'>Every event of the run in order; each stores the hash of "
+               "the one before it (SHA-256 chain).</p><table><tr><th>#</th><th>time (UTC)</th><th>kind</th>"
+               "<th>actor</th><th>what</th><th>hash</th></tr>")
+    for ev in events:
+        detail = e(json.dumps(ev.payload, indent=1, ensure_ascii=False))
+        if len(detail) > 20000:
+            detail = detail[:20000] + " …"
+        out.append(
+            f"<tr><td>{ev.seq}</td><td>{e(ev.ts[:19].replace('T', ' '))}</td><td>{e(ev.kind)}</td>"
+            f"<td>{e(ev.actor)}</td><td>{e(summarize_event(ev))}<details><summary>details</summary>"
+            f"<pre>{detail}</pre></details></td><td><code>{e(ev.hash[:12])}</code></td></tr>"
+        )
+    out.append("</table></body></html>")
+    return "\n".join(out)
+
+
+def write_run_report(path: Path, **kwargs: Any) -> Path:
+    """Render and write the report; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_run_report(**kwargs), encoding="utf-8")
+    return path
