@@ -86,7 +86,7 @@ def dask_client(
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,
         )
         try:
             client = Client(cluster, timeout=f"{timeout_s}s")
