@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 from pymatgen.core import Composition, Element, Structure
 
-from store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, to_jsonable
+from store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, sha256_hex, to_jsonable
 from store.provenance import code_version, current_user, host_name, tool_versions
 from store.schema import (
     CANDIDATE_SCHEMA,
@@ -69,8 +69,11 @@ _T = TypeVar("_T")
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    """The first line of an error, without the Rust source locations LanceDB appends."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return re.sub(r",?\s*/\S+\.rs:\d+:\d+", "", lines[0])[:300]
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -93,7 +96,7 @@ def normalise_formula(formula: str) -> str:
         comp = Composition(formula)
     except (ValueError, KeyError) as exc:
         raise InputError(f"not a chemical formula: {formula!r}") from exc
-    if comp.num_atoms == 0:
+    if comp.num_atoms == 0 or not all(isinstance(el, Element) for el in comp.elements):
         raise InputError(f"not a chemical formula: {formula!r}")
     return comp.reduced_formula
 
@@ -165,6 +168,13 @@ def candidate_filter(
     if round is not None:
         parts.append(f"round = {int(round)}")
     return " AND ".join(parts) if parts else None
+
+
+# Columns copied verbatim from the Candidate record; verify checks them against the hashed record.
+_DERIVED = (
+    "e_hull", "energy_per_atom", "corrected_energy_per_atom", "formation_energy_per_atom", "stable", "unique",
+    "novel", "relaxed", "converged", "matched_id", "error",
+)
 
 
 class Store:
@@ -296,7 +306,10 @@ class Store:
                 else:
                     raise StoreError(f"store {display} is incomplete: table '{name}' is missing")
                 got = table.schema
-                table.count_rows()  # reads the manifest: a corrupt table fails here, not in a later query
+                # Read the manifest and the first rows, so that a corrupt table fails here with one clear
+                # line rather than in the middle of a later command.
+                table.count_rows()
+                table.search().select([schema.names[0]]).limit(1).to_arrow()
             except (OSError, RuntimeError, ValueError) as exc:
                 last = exc
                 if (_is_conflict(exc) or "already exists" in str(exc).lower()) and attempt < 5:
@@ -603,7 +616,8 @@ class Store:
             elif ev.kind == EventKind.HUMAN_DECISION.value:
                 decisions[ev.payload.get("candidate_id")] = (ev.payload, ev.seq)
         rows = self._query(
-            f"run_id = {_sql_str(audit.run_id)}", ["id", "content_hash", "review_status", "reviewer", "review_note"], None
+            f"run_id = {_sql_str(audit.run_id)}",
+            ["id", "content_hash", "candidate_json", "review_status", "reviewer", "review_note", *_DERIVED], None,
         )
 
         def fail(msg: str, seq: int | None = None) -> VerifyResult:
@@ -615,8 +629,15 @@ class Store:
             r = stored.get(cid)
             if r is None:
                 return fail(f"candidate {cid} recorded in event {seq} is missing from the store", seq)
-            if r["content_hash"] != h:
+            if r["content_hash"] != h or sha256_hex(r["candidate_json"] or "") != h:
                 return fail(f"candidate {cid}: stored record differs from event {seq} (changed after recording)", seq)
+            record = json.loads(r["candidate_json"])
+            for col in _DERIVED:
+                if record.get(col) != r[col]:
+                    return fail(
+                        f"candidate {cid}: column {col} = {r[col]!r} differs from its recorded value "
+                        f"{record.get(col)!r} (changed after recording)", seq,
+                    )
         for cid in sorted(set(stored) - set(logged)):
             return fail(f"candidate {cid} is in the store but no event recorded it (added outside the run)")
         for cid, r in sorted(stored.items()):
