@@ -35,10 +35,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Iterable, Literal, Sequence, TypeVar
 
-import lancedb
+# LanceDB's Rust logger prints warnings (retried compaction conflicts, deprecations) straight to stderr;
+# the CLI's contract is one clear line per problem, so only its errors are shown unless asked for.
+os.environ.setdefault("LANCEDB_LOG", "error")
+
+import lancedb  # noqa: E402
 import numpy as np
-import pyarrow as pa
-from pymatgen.core import Composition, Element, Structure
+import pyarrow as pa  # noqa: E402
+from pymatgen.core import Composition, Element, Structure  # noqa: E402
 
 from store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, sha256_hex, to_jsonable
 from store.provenance import code_version, current_user, host_name, tool_versions
@@ -197,6 +201,7 @@ class Store:
         self.audit_dir = audit_dir
         self.settings = settings
         self._commits = 0
+        self.conflicts_retried = 0  # commit conflicts met and retried by this handle (for tests and benchmarks)
 
     # ------------------------------------------------------------------------------------------------
     # Opening
@@ -335,6 +340,7 @@ class Store:
                 return fn()
             except (OSError, RuntimeError, ValueError) as exc:
                 if _is_conflict(exc) and attempt < attempts - 1:
+                    self.conflicts_retried += 1
                     time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
                     continue
                 raise StoreError(f"store {self.location}: {what} failed: {_first_line(exc)}") from exc

@@ -3,8 +3,8 @@
 Usage: python writer_child.py STORE TAG N_BATCHES BATCH_SIZE [SEED]
 
 Starts a run, then per batch records BATCH_SIZE small real crystals (rock-salt and CsCl cells with
-random lattice constants) and one audit event, printing ``ACK <ids...>`` and ``EVT <seq>`` only after
-each write has returned. Prints ``RUN <run_id>`` first and ``DONE`` at the end.
+random lattice constants), one audit event and one review decision, printing ``ACK <ids...>``,
+``EVT <seq>`` and ``REV <id>`` only after each write has returned. Prints ``RUN <run_id>`` first and ``DONE`` at the end.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def main() -> None:
         print("ACK", *ids, flush=True)
         ev = run.log_event("note", {"batch": b, "tag": tag})
         print("EVT", ev.seq, flush=True)
+        store.review(ids[0], "approved", reviewer=tag, note=f"batch {b}", run_id=run.run_id)
+        print("REV", ids[0], flush=True)
     run.finish({"batches": n_batches})
+    print("CONFLICTS", store.conflicts_retried, flush=True)
     print("DONE", flush=True)
 
 
