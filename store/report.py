@@ -79,8 +79,18 @@ def structure_png(candidate: StoredCandidate) -> str | None:
     for ax, rot in zip(axes, ("10x,20y,0z", "-80x,0y,0z")):
         plot_atoms(atoms, ax, radii=0.45, rotation=rot, show_unit_cell=2)
         ax.set_axis_off()
-    symbols = sorted(set(atoms.get_chemical_symbols()))
-    fig.suptitle(f"{candidate.formula}  ({', '.join(symbols)})", fontsize=9)
+    from ase.data import atomic_numbers
+    from ase.data.colors import jmol_colors
+    from matplotlib.lines import Line2D
+
+    symbols = sorted(set(atoms.get_chemical_symbols()), key=lambda sym: atomic_numbers[sym])
+    handles = [
+        Line2D([], [], marker="o", ls="", markersize=8, markeredgecolor="k",
+               markerfacecolor=jmol_colors[atomic_numbers[sym]], label=sym)
+        for sym in symbols
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(f"{candidate.formula}", fontsize=9)
     return _png(fig)
 
 
