@@ -1,0 +1,398 @@
+"""Energy above the convex hull of a relaxed structure against the shipped reference entries.
+
+The hull lives in formation-energy space: every reference entry is a Materials Project formation
+energy per atom (MP2020-corrected, eV/atom) relative to the elemental references of
+``data/elemental_references.json`` (MP GGA ground-state energy per atom, the chemical potentials
+mu_i). A candidate's energy E (eV/atom, on the MP2020 scale after :mod:`tools.energy_scale`) becomes
+E_form = E - sum_i x_i mu_i, which is the same quantity, so E_hull is exact arithmetic on MP's scale.
+
+For a candidate in chemical system A-B-C the phase diagram takes every reference entry whose
+elements are a subset of {A, B, C} plus one end point per element at E_form = 0 (the elemental
+references: the pool has no structure for many elements). One ``PhaseDiagram`` per chemical system
+is built on first use and cached on the instance.
+
+Sources (``data/hull_entries.parquet``, column ``source``): ``mp20`` (MP-20 materials incl. its train
+split), ``mpts52`` (MPTS-52, up to 52 atoms), ``roost2020`` (older MP vintage, one entry per
+composition, ~60k extra compositions). When an id appears in several sources the first of
+``mp20 > mpts52 > roost2020`` wins. Extra entries (e.g. from :mod:`tools.mp_source`) can be supplied
+by a provider callable.
+
+Signs: E_hull > 0 above the hull; E_hull < 0 when the candidate lies below the reference hull (a
+new ground state, or a model error); never an exception for that.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+from pymatgen.core import Composition, Structure
+
+from tools.energy_scale import SCHEMES, Scheme, to_hull_scale
+from tools.errors import DataError, InputError, TesseraError, ToolFailed
+from tools.measures import STABLE_E_HULL as STABLE_THRESHOLD
+from tools.measures import is_on_hull, is_stable
+from tools.paths import CONFIG_DIR, ELEMENT_REFS_PATH, HULL_ENTRIES_PATH
+
+SOURCES: tuple[str, ...] = ("mp20", "mpts52", "roost2020")
+DEFAULT_SOURCES: tuple[str, ...] = ("mp20", "mpts52")
+MAX_ELEMENTS: int = 12
+"""A chemical system with more elements than this is refused (2^n sub-systems are enumerated)."""
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class ReferenceEntry:
+    """One reference material: composition (full cell), formation energy per atom (eV/atom, MP2020)."""
+
+    material_id: str
+    composition: Composition
+    formation_energy_per_atom: float
+    source: str
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        return tuple(sorted(el.symbol for el in self.composition.elements))
+
+
+EntryProvider = Callable[[tuple[str, ...]], Sequence[ReferenceEntry]]
+"""(sorted element symbols of a chemical system) -> extra reference entries within that system."""
+
+_TOKEN = re.compile(r"([A-Z][a-z]?)(\d+(?:\.\d+)?)")
+
+
+def _parse_formula(formula: str) -> Composition:
+    """``"Na3 Mn1 O6"`` (the parquet's full-formula format) -> Composition; falls back to pymatgen."""
+    parts = formula.split()
+    matches = [_TOKEN.fullmatch(p) for p in parts]
+    if parts and all(matches):
+        return Composition({m.group(1): float(m.group(2)) for m in matches if m})
+    return Composition(formula)
+
+
+@lru_cache(maxsize=4)
+def load_elemental_references(path: Path = ELEMENT_REFS_PATH) -> dict[str, float]:
+    """Element symbol -> MP GGA ground-state energy per atom (eV/atom), the chemical potentials mu_i."""
+    if not path.exists():
+        raise DataError(f"elemental references missing: {path}")
+    raw = json.loads(path.read_text())
+    return {el: float(rec["energy_per_atom"]) for el, rec in raw.items()}
+
+
+@lru_cache(maxsize=4)
+def _load_entries(path: Path = HULL_ENTRIES_PATH) -> tuple[ReferenceEntry, ...]:
+    """All reference entries, one per material id (priority mp20 > mpts52 > roost2020). Cached per process."""
+    if not path.exists():
+        raise DataError(f"hull reference entries missing: {path}")
+    df = pd.read_parquet(path, columns=["material_id", "formula", "formation_energy_per_atom", "source"])
+    unknown = set(df["source"]) - set(SOURCES)
+    if unknown:
+        raise DataError(f"{path}: unknown reference source(s) {sorted(unknown)}")
+    rank = {s: k for k, s in enumerate(SOURCES)}
+    df = df.assign(_rank=df["source"].map(rank)).sort_values(["material_id", "_rank"], kind="stable")
+    df = df.drop_duplicates("material_id", keep="first")
+    return tuple(
+        ReferenceEntry(str(mid), _parse_formula(f), float(e), str(s))
+        for mid, f, e, s in zip(df["material_id"], df["formula"], df["formation_energy_per_atom"], df["source"])
+        if math.isfinite(float(e))
+    )
+
+
+@lru_cache(maxsize=16)
+def _index(sources: tuple[str, ...], path: Path = HULL_ENTRIES_PATH) -> dict[tuple[str, ...], tuple[ReferenceEntry, ...]]:
+    """Entries of the given sources grouped by their own chemical system (sorted element tuple)."""
+    groups: dict[tuple[str, ...], list[ReferenceEntry]] = {}
+    for entry in _load_entries(path):
+        if entry.source in sources:
+            groups.setdefault(entry.elements, []).append(entry)
+    return {k: tuple(v) for k, v in groups.items()}
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+class HullResult(BaseModel):
+    """E_hull of one structure, with everything needed to audit it. Energies in eV/atom."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    e_hull: float = Field(description="eV/atom above the reference hull; negative = below it")
+    stable: bool = Field(description="e_hull <= stable_threshold (tools.measures.is_stable)")
+    on_or_below_hull: bool = Field(description="e_hull <= 0 (tools.measures.is_on_hull)")
+    stable_threshold: float
+    formation_energy_per_atom: float = Field(description="eV/atom vs the elemental references")
+    energy_per_atom: float = Field(description="eV/atom as given (model energy)")
+    corrected_energy_per_atom: float = Field(description="eV/atom on the hull's MP2020 scale")
+    correction_per_atom: float = Field(description="eV/atom added by the correction scheme")
+    scheme: str = Field(description="energy correction scheme (tools.energy_scale)")
+    chemical_system: str = Field(description='"A-B-C", sorted')
+    reduced_formula: str
+    decomposition: dict[str, float] = Field(
+        description="reduced formula -> atomic fraction of the hull phases at this composition"
+    )
+    decomposition_ids: list[str] = Field(description="material ids of those phases ('element:X' for end points)")
+    sources: list[str] = Field(description="reference sources the hull was built from")
+    n_reference_entries: int = Field(description="entries in this chemical system's phase diagram")
+    n_excluded_ids: int = Field(description="material ids held out of the hull (leave-out)")
+
+
+class HullOutcome(BaseModel):
+    """One item of a batch: a result, or the one-line reason it could not be computed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: HullResult | None = None
+    error: str | None = None
+
+
+class HullParams(BaseModel):
+    """Settings of the reference hull (``configs/hull.yaml``), echoed into results for the audit log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES))
+    scheme: str = "as_is"
+    stable_threshold: float = Field(STABLE_THRESHOLD, description="eV/atom")
+    exclude_ids: list[str] = Field(default_factory=list)
+    use_mp_api: bool = Field(False, description="add Materials Project entries via mp-api (needs MP_API_KEY)")
+    mp_cache_dir: str | None = Field(None, description="cache for mp-api entries (default: user data dir)")
+
+
+def load_hull_params(path: str | Path | None = None) -> HullParams:
+    """Settings from YAML (default ``configs/hull.yaml``; built-in defaults if that file is absent)."""
+    p = Path(path) if path is not None else CONFIG_DIR / "hull.yaml"
+    if not p.exists():
+        if path is not None:
+            raise InputError(f"{p}: no such hull config")
+        return HullParams()
+    try:
+        return HullParams.model_validate(yaml.safe_load(p.read_text()) or {})
+    except (yaml.YAMLError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{p}: invalid hull config ({first})") from exc
+
+
+# ---------------------------------------------------------------------------------------------- the hull
+
+
+def chemical_system(composition: Composition) -> tuple[str, ...]:
+    """Sorted element symbols of a composition."""
+    return tuple(sorted(el.symbol for el in composition.elements))
+
+
+class ReferenceHull:
+    """Convex hulls over the shipped reference entries, one cached ``PhaseDiagram`` per chemical system.
+
+    Args:
+        sources: which ``hull_entries.parquet`` sources to use (subset of ``SOURCES``).
+        exclude_ids: material ids left out of the hull (judging a held-out material honestly).
+        scheme: energy correction scheme for candidate energies (``tools.energy_scale``).
+        stable_threshold: eV/atom; ``HullResult.stable`` is ``e_hull <= stable_threshold``.
+        entry_provider: optional extra entries per chemical system (e.g. Materials Project via mp-api).
+        cache_size: how many chemical systems' phase diagrams to keep.
+        entries_path, element_refs_path: data files (defaults: the shipped ones).
+    """
+
+    def __init__(
+        self,
+        *,
+        sources: Iterable[str] = DEFAULT_SOURCES,
+        exclude_ids: Iterable[str] = (),
+        scheme: Scheme = "as_is",
+        stable_threshold: float = STABLE_THRESHOLD,
+        entry_provider: EntryProvider | None = None,
+        provider_name: str = "mp-api",
+        cache_size: int = 1024,
+        entries_path: Path = HULL_ENTRIES_PATH,
+        element_refs_path: Path = ELEMENT_REFS_PATH,
+    ) -> None:
+        self.sources: tuple[str, ...] = tuple(dict.fromkeys(sources))
+        bad = [s for s in self.sources if s not in SOURCES]
+        if bad or not self.sources:
+            raise InputError(f"unknown hull source(s) {bad or '(none given)'}; choose from {', '.join(SOURCES)}")
+        if scheme not in SCHEMES:
+            raise InputError(f"unknown energy correction scheme '{scheme}' (choose from {', '.join(SCHEMES)})")
+        self.scheme: Scheme = scheme
+        self.exclude_ids: frozenset[str] = frozenset(exclude_ids)
+        self.stable_threshold = float(stable_threshold)
+        self.entry_provider = entry_provider
+        self.provider_name = provider_name
+        self.cache_size = int(cache_size)
+        self._entries_path = entries_path
+        self.mu: dict[str, float] = load_elemental_references(element_refs_path)
+        self._pds: OrderedDict[tuple[str, ...], tuple[PhaseDiagram, int]] = OrderedDict()
+
+    @classmethod
+    def from_params(cls, params: HullParams, *, entry_provider: EntryProvider | None = None) -> "ReferenceHull":
+        """A hull from :class:`HullParams` (builds the mp-api provider when ``use_mp_api`` is set)."""
+        if params.use_mp_api and entry_provider is None:
+            from tools.mp_source import MPSource
+
+            entry_provider = MPSource.from_env(cache_dir=params.mp_cache_dir).reference_entries
+        return cls(sources=params.sources, exclude_ids=params.exclude_ids, scheme=params.scheme,  # type: ignore[arg-type]
+                   stable_threshold=params.stable_threshold, entry_provider=entry_provider)
+
+    @classmethod
+    def default(
+        cls,
+        *,
+        sources: Iterable[str] | None = None,
+        exclude_ids: Iterable[str] = (),
+        config_path: str | Path | None = None,
+    ) -> "ReferenceHull":
+        """The configured hull (``configs/hull.yaml``), with optional overrides of sources and leave-out ids."""
+        params = load_hull_params(config_path)
+        update: dict[str, object] = {"exclude_ids": sorted(set(params.exclude_ids) | set(exclude_ids))}
+        if sources is not None:
+            update["sources"] = list(sources)
+        return cls.from_params(params.model_copy(update=update))
+
+    @classmethod
+    def scheme_name(cls, config_path: str | Path | None = None) -> str:
+        """The configured energy correction scheme (an instance's own is ``hull.scheme``)."""
+        return load_hull_params(config_path).scheme
+
+    def ehull_fn(self) -> Callable[[Structure, float], float]:
+        """``(structure, model energy per atom) -> E_hull`` in eV/atom, for the prescreen's E_hull stage."""
+        return self.e_hull_value
+
+    # ------------------------------------------------------------------ building
+
+    @property
+    def elements(self) -> frozenset[str]:
+        """Elements the hull can judge (those with an elemental reference)."""
+        return frozenset(self.mu)
+
+    def _check_elements(self, system: tuple[str, ...], what: str) -> None:
+        missing = [el for el in system if el not in self.mu]
+        if missing:
+            raise InputError(
+                f"{what}: no reference energy for element(s) {', '.join(missing)} "
+                f"(the hull covers {len(self.mu)} elements from data/elemental_references.json)"
+            )
+        if len(system) > MAX_ELEMENTS:
+            raise InputError(f"{what}: {len(system)} elements exceed the hull's limit of {MAX_ELEMENTS}")
+
+    def reference_entries(self, system: Sequence[str]) -> list[ReferenceEntry]:
+        """All reference entries whose elements are a subset of ``system`` (exclusions applied), no end points."""
+        key = tuple(sorted(set(system)))
+        self._check_elements(key, "-".join(key))
+        index = _index(self.sources, self._entries_path)
+        out: list[ReferenceEntry] = []
+        for k in range(1, len(key) + 1):
+            for sub in itertools.combinations(key, k):
+                out.extend(e for e in index.get(sub, ()) if e.material_id not in self.exclude_ids)
+        if self.entry_provider is not None:
+            provided = self.entry_provider(key)
+            allowed = set(key)
+            out.extend(e for e in provided
+                       if e.material_id not in self.exclude_ids and set(e.elements) <= allowed)
+        return out
+
+    def phase_diagram(self, system: Sequence[str]) -> PhaseDiagram:
+        """The (cached) phase diagram of a chemical system, in formation-energy space (eV per cell)."""
+        return self._phase_diagram(tuple(sorted(set(system))))[0]
+
+    def _phase_diagram(self, key: tuple[str, ...]) -> tuple[PhaseDiagram, int]:
+        hit = self._pds.get(key)
+        if hit is not None:
+            self._pds.move_to_end(key)
+            return hit
+        refs = self.reference_entries(key)
+        # End points: the elemental ground states define E_form = 0 (many elements have no structure here).
+        pd_entries = [PDEntry(Composition({el: 1}), 0.0, name=el, attribute=f"element:{el}") for el in key]
+        pd_entries += [
+            PDEntry(e.composition, e.formation_energy_per_atom * e.composition.num_atoms,
+                    name=e.composition.reduced_formula, attribute=e.material_id)
+            for e in refs
+        ]
+        try:
+            diagram = PhaseDiagram(pd_entries)
+        except ValueError as exc:
+            raise ToolFailed(f"phase diagram of {'-'.join(key)} could not be built: {exc}") from exc
+        self._pds[key] = (diagram, len(refs))
+        while len(self._pds) > self.cache_size:
+            self._pds.popitem(last=False)
+        return diagram, len(refs)
+
+    # ------------------------------------------------------------------ judging
+
+    def formation_energy(self, composition: Composition, corrected_energy_per_atom: float) -> float:
+        """E_form (eV/atom) = E (eV/atom, MP2020 scale) - sum_i x_i mu_i."""
+        frac = composition.fractional_composition
+        return corrected_energy_per_atom - sum(frac[el] * self.mu[el.symbol] for el in frac.elements)
+
+    def e_hull(self, structure: Structure, energy_per_atom: float) -> HullResult:
+        """E_hull (eV/atom) of a relaxed structure with its model energy per atom (eV/atom, uncorrected).
+
+        Raises:
+            InputError: an element without a reference energy, a non-finite energy, an empty structure.
+            ToolFailed: the correction scheme refused the entry or the phase diagram failed.
+        """
+        if len(structure) == 0:
+            raise InputError("empty structure: no atoms to place on the hull")
+        comp = structure.composition
+        if not comp.valid or any(not hasattr(el, "symbol") for el in comp.elements):
+            raise InputError(f"{comp.formula}: dummy species cannot be placed on the hull")
+        key = chemical_system(comp)
+        self._check_elements(key, comp.reduced_formula)
+        scaled = to_hull_scale(structure, float(energy_per_atom), scheme=self.scheme)
+        e_form = self.formation_energy(comp, scaled.corrected_energy_per_atom)
+        diagram, n_refs = self._phase_diagram(key)
+        entry = PDEntry(comp, e_form * comp.num_atoms, name=comp.reduced_formula, attribute="candidate")
+        decomp, e_above = diagram.get_decomp_and_e_above_hull(entry, allow_negative=True, check_stable=False)
+        if e_above is None or not math.isfinite(e_above):
+            raise ToolFailed(f"{comp.reduced_formula}: the phase diagram returned no E_hull")
+        e_above = float(e_above)
+        parts = sorted(decomp.items(), key=lambda kv: -kv[1])
+        decomposition: dict[str, float] = {}
+        for phase, amount in parts:
+            f = phase.composition.reduced_formula
+            decomposition[f] = decomposition.get(f, 0.0) + float(amount)
+        return HullResult(
+            e_hull=e_above,
+            stable=is_stable(e_above, threshold=self.stable_threshold),
+            on_or_below_hull=is_on_hull(e_above),
+            stable_threshold=self.stable_threshold,
+            formation_energy_per_atom=float(e_form),
+            energy_per_atom=float(energy_per_atom),
+            corrected_energy_per_atom=scaled.corrected_energy_per_atom,
+            correction_per_atom=scaled.correction_per_atom,
+            scheme=self.scheme,
+            chemical_system="-".join(key),
+            reduced_formula=comp.reduced_formula,
+            decomposition=decomposition,
+            decomposition_ids=[str(phase.attribute) for phase, _ in parts],
+            sources=list(self.sources) + ([self.provider_name] if self.entry_provider is not None else []),
+            n_reference_entries=n_refs,
+            n_excluded_ids=len(self.exclude_ids),
+        )
+
+    def e_hull_value(self, structure: Structure, energy_per_atom: float) -> float:
+        """Just the number (eV/atom): the ``EhullFn`` the prescreen's E_hull stage takes."""
+        return self.e_hull(structure, energy_per_atom).e_hull
+
+    def e_hull_many(self, structures: Sequence[Structure], energies_per_atom: Sequence[float]) -> list[HullOutcome]:
+        """One outcome per structure, in order; a failing item carries its reason and the batch goes on."""
+        if len(structures) != len(energies_per_atom):
+            raise InputError(f"{len(structures)} structures but {len(energies_per_atom)} energies")
+        out: list[HullOutcome] = []
+        for s, e in zip(structures, energies_per_atom):
+            try:
+                out.append(HullOutcome(result=self.e_hull(s, e)))
+            except TesseraError as exc:
+                out.append(HullOutcome(error=str(exc)))
+        return out

@@ -1,0 +1,215 @@
+"""The measures of ARCHITECTURE.md, defined once. Everything that reports a rate imports it from here.
+
+- structural validity (CDVAE): every periodic interatomic distance > 0.5 A and cell volume > 0.1 A^3.
+- compositional validity (CDVAE): SMACT charge neutrality with the Pauling electronegativity test
+  (the rule lives in :func:`tools.prescreen.smact_check`; this module only names it as a measure).
+- stable: E_hull <= 0.1 eV/atom against the reference hull (MatterGen's threshold; CHGNet-relaxed
+  energies here, so say "CHGNet-evaluated" beside every number); also reported: E_hull <= 0.
+- unique: no StructureMatcher match earlier in the batch (the first of a group of duplicates counts
+  as unique, so unique rate = distinct structures / total).
+- novel: no StructureMatcher match in the reference pool.
+- S.U.N.: stable and unique and novel. Rates are over all generated candidates (a candidate that
+  failed relaxation counts as not stable), so S.U.N. rate = n_sun / n_total.
+- guidance effect: one-sided two-proportion z-test (guided share > unguided share).
+- Wasserstein distances (CDVAE's property statistics): density (g/cm^3) and number of elements.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.core import Composition, Structure
+from scipy.stats import norm, wasserstein_distance
+
+from tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3, min_periodic_distance
+from tools.prescreen import smact_check
+
+STABLE_E_HULL: float = 0.1
+"""eV/atom: stable means E_hull <= this (MatterGen)."""
+HULL_TOL: float = 1e-6
+"""eV/atom: float noise allowed when comparing E_hull with a threshold."""
+
+
+# ---------------------------------------------------------------------------------------------- validity
+
+
+def structural_validity(
+    structure: Structure, *, min_distance: float = MIN_DISTANCE_A, min_volume: float = MIN_VOLUME_A3
+) -> tuple[bool, str]:
+    """CDVAE structural validity: all periodic distances > ``min_distance`` A and volume > ``min_volume`` A^3.
+
+    Returns (valid, reason); the reason names the offending pair or volume.
+    """
+    if len(structure) == 0:
+        return False, "no atoms"
+    volume = abs(float(structure.volume))
+    if not math.isfinite(volume) or volume <= min_volume:
+        return False, f"cell volume {volume:.3g} A^3 <= {min_volume} A^3"
+    d, i, j = min_periodic_distance(structure, cutoff=max(2.0 * min_distance, 1.0))
+    if d <= min_distance:
+        return False, f"{structure[i].specie}-{structure[j].specie} distance {d:.3f} A <= {min_distance} A"
+    shortest = f"{d:.3f} A" if math.isfinite(d) else f"none within {max(2.0 * min_distance, 1.0):.1f} A"
+    return True, f"min distance {shortest}, volume {volume:.3g} A^3"
+
+
+def is_structurally_valid(structure: Structure) -> bool:
+    """CDVAE structural validity (see :func:`structural_validity`)."""
+    return structural_validity(structure)[0]
+
+
+def compositional_validity(composition: Composition | Structure | str) -> tuple[bool, str]:
+    """CDVAE compositional validity (SMACT charge neutrality + electronegativity), with its reason."""
+    comp = composition.composition if isinstance(composition, Structure) else composition
+    return smact_check(comp)
+
+
+def is_compositionally_valid(composition: Composition | Structure | str) -> bool:
+    """CDVAE compositional validity (see :func:`compositional_validity`)."""
+    return compositional_validity(composition)[0]
+
+
+def is_stable(e_hull: float | None, *, threshold: float = STABLE_E_HULL) -> bool:
+    """E_hull (eV/atom) <= threshold; ``None`` or NaN (not evaluated) counts as not stable."""
+    return e_hull is not None and math.isfinite(e_hull) and e_hull <= threshold + HULL_TOL
+
+
+def is_on_hull(e_hull: float | None) -> bool:
+    """E_hull (eV/atom) <= 0: on or below the reference hull."""
+    return is_stable(e_hull, threshold=0.0)
+
+
+# ---------------------------------------------------------------------------------------------- rates
+
+
+class Rate(BaseModel):
+    """A share with its numerator and denominator (so a report never hides the n)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int
+    n: int
+    rate: float | None = Field(description="k / n, None when n = 0")
+
+    @classmethod
+    def of(cls, k: int, n: int) -> "Rate":
+        return cls(k=int(k), n=int(n), rate=(k / n if n else None))
+
+
+class BatchMeasures(BaseModel):
+    """The ARCHITECTURE measures over one batch. Every rate is over all ``n_total`` candidates."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_total: int
+    structural_validity: Rate
+    compositional_validity: Rate
+    stable: Rate = Field(description=f"E_hull <= {STABLE_E_HULL} eV/atom (CHGNet-evaluated)")
+    on_hull: Rate = Field(description="E_hull <= 0 eV/atom (CHGNet-evaluated)")
+    unique: Rate
+    novel: Rate
+    sun: Rate = Field(description="stable and unique and novel")
+    stable_threshold: float = STABLE_E_HULL
+    energy_model: str = Field("CHGNet 0.3.0", description="what produced the energies behind 'stable'")
+
+
+def batch_measures(
+    *,
+    struct_valid: Sequence[bool],
+    comp_valid: Sequence[bool],
+    e_hull: Sequence[float | None],
+    unique: Sequence[bool],
+    novel: Sequence[bool],
+    stable_threshold: float = STABLE_E_HULL,
+    energy_model: str = "CHGNet 0.3.0",
+) -> BatchMeasures:
+    """Aggregate per-candidate judgements into rates (all sequences have one item per candidate)."""
+    n = len(e_hull)
+    for name, seq in [("struct_valid", struct_valid), ("comp_valid", comp_valid), ("unique", unique), ("novel", novel)]:
+        if len(seq) != n:
+            raise ValueError(f"{name} has {len(seq)} items, e_hull has {n}")
+    stable = [is_stable(e, threshold=stable_threshold) for e in e_hull]
+    on_hull = [is_on_hull(e) for e in e_hull]
+    sun = [s and u and v for s, u, v in zip(stable, unique, novel)]
+    return BatchMeasures(
+        n_total=n,
+        structural_validity=Rate.of(sum(map(bool, struct_valid)), n),
+        compositional_validity=Rate.of(sum(map(bool, comp_valid)), n),
+        stable=Rate.of(sum(stable), n),
+        on_hull=Rate.of(sum(on_hull), n),
+        unique=Rate.of(sum(map(bool, unique)), n),
+        novel=Rate.of(sum(map(bool, novel)), n),
+        sun=Rate.of(sum(sun), n),
+        stable_threshold=stable_threshold,
+        energy_model=energy_model,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+
+
+class ProportionTest(BaseModel):
+    """One-sided two-proportion z-test of H1: p_guided > p_unguided (pooled standard error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k_guided: int
+    n_guided: int
+    k_unguided: int
+    n_unguided: int
+    p_guided: float | None
+    p_unguided: float | None
+    z: float | None
+    p_value: float | None = Field(description="one-sided; None when undefined (n = 0 or pooled share 0 or 1)")
+
+
+def two_proportion_z_test(k_guided: int, n_guided: int, k_unguided: int, n_unguided: int) -> ProportionTest:
+    """Guidance effect: is the guided share meeting the target larger than the unguided one?"""
+    p1 = k_guided / n_guided if n_guided else None
+    p2 = k_unguided / n_unguided if n_unguided else None
+    z = p_value = None
+    if n_guided and n_unguided:
+        pooled = (k_guided + k_unguided) / (n_guided + n_unguided)
+        se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_guided + 1.0 / n_unguided))
+        if se > 0.0 and p1 is not None and p2 is not None:
+            z = (p1 - p2) / se
+            p_value = float(norm.sf(z))
+    return ProportionTest(k_guided=k_guided, n_guided=n_guided, k_unguided=k_unguided, n_unguided=n_unguided,
+                          p_guided=p1, p_unguided=p2, z=z, p_value=p_value)
+
+
+def density_g_cm3(structure: Structure) -> float:
+    """Mass density in g/cm^3."""
+    return float(structure.density)
+
+
+def n_elements(structure: Structure) -> int:
+    """Number of distinct elements."""
+    return len(structure.composition.elements)
+
+
+class PropertyDistances(BaseModel):
+    """CDVAE's distribution distances between generated and reference structures (1-D Wasserstein)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    wdist_density: float = Field(description="g/cm^3")
+    wdist_n_elements: float = Field(description="number of distinct elements")
+    n_generated: int
+    n_reference: int
+
+
+def property_distances(generated: Sequence[Structure], reference: Sequence[Structure]) -> PropertyDistances:
+    """Wasserstein distances of density and element count between two non-empty sets of structures."""
+    if not generated or not reference:
+        raise ValueError("property distances need at least one generated and one reference structure")
+    return PropertyDistances(
+        wdist_density=float(wasserstein_distance([density_g_cm3(s) for s in generated],
+                                                 [density_g_cm3(s) for s in reference])),
+        wdist_n_elements=float(wasserstein_distance(np.array([n_elements(s) for s in generated], dtype=float),
+                                                    np.array([n_elements(s) for s in reference], dtype=float))),
+        n_generated=len(generated),
+        n_reference=len(reference),
+    )
