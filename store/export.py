@@ -86,7 +86,10 @@ def export_candidates(candidates: list[StoredCandidate], *, fmt: str, out: Path)
         return ExportResult(format=fmt, out=str(out), n_written=len(candidates), paths=paths)
 
     if fmt == "json":
-        payload = [{**c.model_dump(mode="json"), "candidate": json.loads(c.candidate_json or "null")} for c in candidates]
+        payload = [
+            {**c.model_dump(mode="json"), "candidate": c.candidate().model_dump(mode="json") if c.candidate_json else None}
+            for c in candidates
+        ]
         out.write_text(json.dumps(payload, indent=1) + "\n")
         return ExportResult(format=fmt, out=str(out), n_written=len(candidates), paths=[str(out)])
 

@@ -7,9 +7,11 @@ Tables (LanceDB, one directory each inside the store):
   evaluated twice); within one run, recording it again updates the row.
 
 A candidate row keeps the searchable numbers as columns and the whole Candidate as canonical JSON
-(``candidate_json``), so it round-trips exactly and new Candidate fields need no schema change.
-``content_hash`` (SHA-256 of ``candidate_json``) is also written to the audit log when the row is
-recorded; ``tessera audit verify`` compares the two, so a number edited in the table afterwards shows.
+(``candidate_json``, without the two CIF strings, which have their own columns and are not stored
+twice), so it round-trips exactly and new Candidate fields need no schema change. ``content_hash`` is
+the SHA-256 of the canonical JSON of the complete record (CIFs included; see ``record_hash``); it is
+also written to the audit log when the row is recorded, and ``tessera audit verify`` recomputes it from
+the row, so a number or a structure edited in the table afterwards shows.
 """
 
 from __future__ import annotations
@@ -150,12 +152,14 @@ class StoredCandidate(BaseModel):
     reviewed_at: dt.datetime | None = None
     distance: float | None = Field(None, description="fingerprint distance to the query (nearest-neighbour search)")
     candidate_json: str | None = Field(None, exclude=True)
+    cif: str | None = Field(None, exclude=True)
+    initial_cif: str | None = Field(None, exclude=True)
 
     def candidate(self) -> Candidate:
-        """The full Candidate record (needs a query that fetched ``candidate_json``)."""
+        """The full Candidate record (needs a query with ``with_record=True``)."""
         if self.candidate_json is None:
             raise InputError(f"candidate {self.id}: fetched without its record")
-        return Candidate.model_validate_json(self.candidate_json)
+        return Candidate.model_validate(full_record(self.candidate_json, self.cif, self.initial_cif))
 
     def structure(self) -> Structure:
         """The stored final structure (InputError when the candidate has none or it does not parse)."""
@@ -194,6 +198,22 @@ class RunRecord(BaseModel):
         row["params"] = json.loads(row.pop("params_json") or "{}")
         row["summary"] = json.loads(row.pop("summary_json") or "{}")
         return cls(**row)
+
+
+RECORD_COLUMNS: list[str] = ["candidate_json", "cif", "initial_cif"]
+
+
+def full_record(candidate_json: str, cif: str | None, initial_cif: str | None) -> dict[str, Any]:
+    """The complete Candidate dict from a row's JSON (stored without CIFs) and its CIF columns."""
+    record = json.loads(candidate_json)
+    record["cif"] = cif
+    record["initial_cif"] = initial_cif
+    return record
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    """SHA-256 of a complete Candidate dict's canonical JSON: the content hash the audit log keeps."""
+    return sha256_hex(canonical_json(record))
 
 
 def _opt_int(x: Any) -> int | None:
@@ -265,7 +285,9 @@ def candidate_row(
     constraints = dumped.get("constraints") or prov.get("constraints")
     satisfied = dumped.get("constraints_satisfied", prov.get("constraints_satisfied"))
     failed_stage = next((name for name, o in c.prescreen.items() if not o.passed), None)
-    candidate_json = canonical_json(to_jsonable(dumped))
+    record = to_jsonable(dumped)
+    content_hash = record_hash(record)
+    candidate_json = canonical_json({k: v for k, v in record.items() if k not in ("cif", "initial_cif")})
 
     return {
         "id": c.id,
@@ -306,7 +328,7 @@ def candidate_row(
         "code_version": _opt_str(prov.get("code_version")),
         "provenance_json": canonical_json(to_jsonable(prov)),
         "candidate_json": candidate_json,
-        "content_hash": sha256_hex(candidate_json),
+        "content_hash": content_hash,
         "has_vector": has_vector,
         "vector": vector,
         "review_status": "pending",

@@ -44,16 +44,19 @@ import numpy as np
 import pyarrow as pa  # noqa: E402
 from pymatgen.core import Composition, Element, Structure  # noqa: E402
 
-from store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, sha256_hex, to_jsonable
+from store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, to_jsonable
 from store.provenance import code_version, current_user, host_name, tool_versions
 from store.schema import (
     CANDIDATE_SCHEMA,
     LIGHT_COLUMNS,
+    RECORD_COLUMNS,
     REVIEW_STATUSES,
     RUN_SCHEMA,
     RunRecord,
     StoredCandidate,
     candidate_row,
+    full_record,
+    record_hash,
     rows_to_table,
 )
 from store.settings import StoreSettings, resolve_store_location
@@ -477,7 +480,7 @@ class Store:
         ``limit`` only. ``with_record=True`` also fetches the Candidate JSON (``.candidate()``).
         """
         where = candidate_filter(**filters)
-        cols = LIGHT_COLUMNS + (["candidate_json"] if with_record else [])
+        cols = LIGHT_COLUMNS + (RECORD_COLUMNS if with_record else [])
         if sort_by == "none":
             return [StoredCandidate(**r) for r in self._query(where, cols, limit)]
         keys = self._query(where, ["run_id", "id", sort_by], None)
@@ -507,7 +510,7 @@ class Store:
     def get(self, candidate_id: str, *, run_id: str | None = None) -> StoredCandidate:
         """One candidate with its full record. InputError if absent or ambiguous (then pass run_id)."""
         where = f"id = {_sql_str(candidate_id)}" + (f" AND run_id = {_sql_str(run_id)}" if run_id else "")
-        rows = self._query(where, LIGHT_COLUMNS + ["candidate_json"], None)
+        rows = self._query(where, LIGHT_COLUMNS + RECORD_COLUMNS, None)
         if not rows:
             raise InputError(f"no candidate {candidate_id!r}" + (f" in run {run_id}" if run_id else "") + f" in {self.location}")
         if len(rows) > 1:
@@ -623,7 +626,7 @@ class Store:
                 decisions[ev.payload.get("candidate_id")] = (ev.payload, ev.seq)
         rows = self._query(
             f"run_id = {_sql_str(audit.run_id)}",
-            ["id", "content_hash", "candidate_json", "review_status", "reviewer", "review_note", *_DERIVED], None,
+            ["id", "content_hash", *RECORD_COLUMNS, "review_status", "reviewer", "review_note", *_DERIVED], None,
         )
 
         def fail(msg: str, seq: int | None = None) -> VerifyResult:
@@ -635,9 +638,12 @@ class Store:
             r = stored.get(cid)
             if r is None:
                 return fail(f"candidate {cid} recorded in event {seq} is missing from the store", seq)
-            if r["content_hash"] != h or sha256_hex(r["candidate_json"] or "") != h:
+            try:
+                record = full_record(r["candidate_json"] or "null", r["cif"], r["initial_cif"])
+            except (ValueError, TypeError):
+                record = {}
+            if r["content_hash"] != h or record_hash(record) != h:
                 return fail(f"candidate {cid}: stored record differs from event {seq} (changed after recording)", seq)
-            record = json.loads(r["candidate_json"])
             for col in _DERIVED:
                 if record.get(col) != r[col]:
                     return fail(

@@ -202,3 +202,12 @@ def test_schema_columns_cover_the_issue() -> None:
               "vector", "checkpoint_hash", "spec_hash", "seed", "code_version", "review_status", "reviewer",
               "review_note"}
     assert needed <= set(CANDIDATE_SCHEMA.names)
+
+
+def test_structure_edited_in_table_is_caught(store: Store) -> None:
+    with store.start_run("evaluate", {}) as run:
+        run.add_candidates(make_candidates(3))
+    moved = rocksalt(4.9, ("Mg", "O")).to(fmt="cif")
+    store._candidates.update(where="id = 'c0001'", values={"cif": moved})
+    res = store.verify_run(run.run_id)
+    assert not res.ok and "c0001" in res.problem
