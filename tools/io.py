@@ -222,7 +222,9 @@ def _parse_extxyz(path: Path) -> list[tuple[Structure | None, str | None, list[s
         warnings.simplefilter("always")
         try:
             frames = ase_read(str(path), index=":", format="extxyz")
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError, StopIteration) as exc:
+        except KeyError as exc:  # ASE's symbol lookup: the key is the unknown element
+            return [(None, f"cannot parse extxyz: unknown element {exc}", [str(w.message) for w in caught])]
+        except (ValueError, IndexError, TypeError, AttributeError, StopIteration) as exc:
             msg = str(exc) or type(exc).__name__
             return [(None, f"cannot parse extxyz: {msg}", [str(w.message) for w in caught])]
     msgs = [str(w.message) for w in caught]
