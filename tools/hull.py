@@ -74,13 +74,17 @@ EntryProvider = Callable[[tuple[str, ...]], Sequence[ReferenceEntry]]
 _TOKEN = re.compile(r"([A-Z][a-z]?)(\d+(?:\.\d+)?)")
 
 
-def _parse_formula(formula: str) -> Composition:
-    """``"Na3 Mn1 O6"`` (the parquet's full-formula format) -> Composition; falls back to pymatgen."""
+def _parse_formula(formula: str) -> dict[str, float]:
+    """``"Na3 Mn1 O6"`` (the parquet's full-formula format) -> {symbol: count}; falls back to pymatgen."""
     parts = formula.split()
     matches = [_TOKEN.fullmatch(p) for p in parts]
     if parts and all(matches):
-        return Composition({m.group(1): float(m.group(2)) for m in matches if m})
-    return Composition(formula)
+        out: dict[str, float] = {}
+        for m in matches:
+            if m:
+                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+        return out
+    return {el.symbol: float(n) for el, n in Composition(formula).items()}
 
 
 @lru_cache(maxsize=4)
@@ -92,9 +96,17 @@ def load_elemental_references(path: Path = ELEMENT_REFS_PATH) -> dict[str, float
     return {el: float(rec["energy_per_atom"]) for el, rec in raw.items()}
 
 
+_Raw = tuple[str, tuple[tuple[str, float], ...], float, str]
+"""(material id, ((symbol, count), ...), formation energy per atom, source): an entry before parsing."""
+
+
 @lru_cache(maxsize=4)
-def _load_entries(path: Path = HULL_ENTRIES_PATH) -> tuple[ReferenceEntry, ...]:
-    """All reference entries, one per material id (priority mp20 > mpts52 > roost2020). Cached per process."""
+def _load_entries(path: Path = HULL_ENTRIES_PATH) -> tuple[_Raw, ...]:
+    """All reference entries, one per material id (priority mp20 > mpts52 > roost2020). Cached per process.
+
+    Kept as plain tuples: building ~100k pymatgen Compositions up front costs seconds, and a phase
+    diagram needs only the few hundred entries of one chemical system.
+    """
     if not path.exists():
         raise DataError(f"hull reference entries missing: {path}")
     df = pd.read_parquet(path, columns=["material_id", "formula", "formation_energy_per_atom", "source"])
@@ -105,20 +117,25 @@ def _load_entries(path: Path = HULL_ENTRIES_PATH) -> tuple[ReferenceEntry, ...]:
     df = df.assign(_rank=df["source"].map(rank)).sort_values(["material_id", "_rank"], kind="stable")
     df = df.drop_duplicates("material_id", keep="first")
     return tuple(
-        ReferenceEntry(str(mid), _parse_formula(f), float(e), str(s))
+        (str(mid), tuple(sorted(_parse_formula(f).items())), float(e), str(s))
         for mid, f, e, s in zip(df["material_id"], df["formula"], df["formation_energy_per_atom"], df["source"])
         if math.isfinite(float(e))
     )
 
 
 @lru_cache(maxsize=16)
-def _index(sources: tuple[str, ...], path: Path = HULL_ENTRIES_PATH) -> dict[tuple[str, ...], tuple[ReferenceEntry, ...]]:
+def _index(sources: tuple[str, ...], path: Path = HULL_ENTRIES_PATH) -> dict[tuple[str, ...], tuple[_Raw, ...]]:
     """Entries of the given sources grouped by their own chemical system (sorted element tuple)."""
-    groups: dict[tuple[str, ...], list[ReferenceEntry]] = {}
-    for entry in _load_entries(path):
-        if entry.source in sources:
-            groups.setdefault(entry.elements, []).append(entry)
+    groups: dict[tuple[str, ...], list[_Raw]] = {}
+    for raw in _load_entries(path):
+        if raw[3] in sources:
+            groups.setdefault(tuple(el for el, _ in raw[1]), []).append(raw)
     return {k: tuple(v) for k, v in groups.items()}
+
+
+def _to_entry(raw: _Raw) -> ReferenceEntry:
+    mid, counts, e_form, source = raw
+    return ReferenceEntry(mid, Composition(dict(counts)), e_form, source)
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -294,7 +311,7 @@ class ReferenceHull:
         out: list[ReferenceEntry] = []
         for k in range(1, len(key) + 1):
             for sub in itertools.combinations(key, k):
-                out.extend(e for e in index.get(sub, ()) if e.material_id not in self.exclude_ids)
+                out.extend(_to_entry(r) for r in index.get(sub, ()) if r[0] not in self.exclude_ids)
         if self.entry_provider is not None:
             provided = self.entry_provider(key)
             allowed = set(key)
