@@ -157,3 +157,22 @@ def test_server_error_is_tool_failed(tmp_path) -> None:
     src = MPSource(api_key=API_KEY, endpoint="http://127.0.0.1:9/", cache_dir=tmp_path)
     with pytest.raises(ToolFailed, match="Materials Project"):
         src.entries(["Li", "O"])
+
+
+def test_hull_config_switch_uses_the_environment(fake_mp: _FakeMP, tmp_path, monkeypatch) -> None:
+    """``use_mp_api: true`` builds the source from MP_API_KEY / MP_API_ENDPOINT and caches under TESSERA_MP_CACHE."""
+    from tools.hull import HullParams
+
+    monkeypatch.setenv("MP_API_KEY", API_KEY)
+    monkeypatch.setenv("MP_API_ENDPOINT", fake_mp.endpoint)
+    monkeypatch.setenv("TESSERA_MP_CACHE", str(tmp_path))
+    hull = ReferenceHull.from_params(HullParams(use_mp_api=True))
+    assert fake_mp.hits == []  # nothing fetched until a chemical system is asked for
+    s = Structure(Lattice.cubic(4.61), ["Li", "Li", "O"], [[0.25, 0.25, 0.25], [0.75, 0.75, 0.75], [0, 0, 0]])
+    res = hull.e_hull(s, -4.5)
+    assert res.sources[-1] == "mp-api"
+    assert fake_mp.thermo_hits() == 1
+    hull.e_hull(s, -4.4)  # same chemical system: the cached phase diagram, no new request
+    ReferenceHull.from_params(HullParams(use_mp_api=True)).e_hull(s, -4.4)  # new hull: the disk cache
+    assert fake_mp.thermo_hits() == 1
+    assert any(tmp_path.rglob("*Li-O.json"))
