@@ -4,6 +4,9 @@ Inputs: pool test-split structures with exactly 10 and 20 atoms (a seeded sample
 seeded Gaussian of 0.05 A per Cartesian component so there is work to do (their DFT geometries are
 already near CHGNet's minimum). Settings: configs/relax.yaml (fmax 0.05 eV/A, FIRE, Frechet cell filter).
 
+Besides wall-clock throughput it reports CPU seconds per relaxation (user + system time of the
+relaxing processes), which a busy machine disturbs much less than wall time.
+
 One LocalCluster per worker count; every worker loads CHGNet before the clock starts (a warm-up), so the
 numbers are steady-state throughput. The machine may be shared: compare the ratios within one run, and
 read the load average printed beside them.
@@ -56,6 +59,12 @@ def _warm() -> str:
     return "ok"
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (run on each worker through ``client.run``)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=6, help="structures per cell size")
@@ -67,27 +76,30 @@ def main() -> None:
     params = load_relax_params()
     batches = {size: pick(size, args.n, args.seed) for size in (10, 20)}
     runs = []
-    def timed(structures: list[Structure], address: str | None) -> tuple[dict, float]:
+    def timed(structures: list[Structure], client) -> tuple[dict, float, float]:
+        """Outcomes, wall seconds, and CPU seconds spent by the relaxing processes."""
+        cpu0 = _cpu_seconds() if client is None else sum(client.run(_cpu_seconds).values())
         t0 = time.perf_counter()
-        if address is None:
+        if client is None:
             outcomes = dict(relax_many(structures, params, workers=0))
         else:
-            outcomes = dict(relax_many(structures, params, address=address))
-        return outcomes, time.perf_counter() - t0
+            outcomes = dict(relax_many(structures, params, address=client.scheduler.address))
+        wall = time.perf_counter() - t0
+        cpu1 = _cpu_seconds() if client is None else sum(client.run(_cpu_seconds).values())
+        return outcomes, wall, cpu1 - cpu0
 
     for workers in args.workers:
         with contextlib.ExitStack() as stack:
-            address = None
+            client = None
             if workers == 0:
                 _warm()
             else:
                 client = stack.enter_context(dask_client(workers=workers))
                 client.wait_for_workers(workers, timeout=120)
                 client.run(_warm)  # every worker loads CHGNet before timing
-                address = client.scheduler.address
             for size, (ids, structures) in batches.items():
                 load = os.getloadavg()[0]
-                outcomes, wall = timed(structures, address)
+                outcomes, wall, cpu = timed(structures, client)
                 secs = [o.seconds for o in outcomes.values()]
                 run = {
                     "workers": workers,
@@ -96,6 +108,8 @@ def main() -> None:
                     "wall_s": round(wall, 2),
                     "relaxations_per_min": round(60.0 * len(structures) / wall, 2),
                     "median_s_per_relaxation": round(statistics.median(secs), 2),
+                    "cpu_s_per_relaxation": round(cpu / len(structures), 2),
+                    "relaxations_per_cpu_min": round(60.0 * len(structures) / cpu, 2),
                     "median_steps": statistics.median(o.steps for o in outcomes.values()),
                     "converged": sum(o.converged for o in outcomes.values()),
                     "failed": sum(o.error is not None for o in outcomes.values()),
@@ -104,6 +118,7 @@ def main() -> None:
                 runs.append(run)
                 print(f"workers={workers} n_atoms={size}: {run['relaxations_per_min']:.1f} relax/min "
                       f"(wall {wall:.1f} s for {len(structures)}, median {run['median_s_per_relaxation']} s, "
+                      f"{run['cpu_s_per_relaxation']} CPU-s each, "
                       f"{run['median_steps']} steps, converged {run['converged']}/{len(structures)}, "
                       f"load {load:.1f})", flush=True)
 
