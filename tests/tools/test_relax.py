@@ -14,6 +14,7 @@ from ase.calculators.lj import LennardJones
 from pymatgen.core import Lattice, Structure
 
 from tests.conftest import rattled
+from tools.dask_cluster import dask_client
 from tools.relax import (
     CalculatorRelaxer,
     CHGNetRelaxer,
@@ -51,6 +52,13 @@ class MisbehavingRelaxer(EMTRelaxer):
         if "Ag" in structure.composition:
             raise RuntimeError("model exploded on Ag")
         return super().relax(structure)
+
+
+def _has_chgnet() -> bool:
+    """Runs on a worker: has this process loaded CHGNet (the per-process cache)?"""
+    from tools import relax
+
+    return bool(relax._MODELS)
 
 
 def _fcc(element: str, a: float, seed: int) -> Structure:
@@ -175,7 +183,10 @@ def test_dask_two_workers_survive_a_killed_worker_and_a_raising_task() -> None:
 def test_dask_chgnet_matches_in_process(nacl: Structure, si: Structure) -> None:
     batch = [rattled(nacl, amplitude=0.1, seed=7), rattled(si, amplitude=0.05, seed=8)]
     params = RelaxParams(fmax=0.05, steps=200, max_seconds=120)
-    remote = dict(relax_many(batch, params, workers=2))
+    with dask_client(workers=2) as client:  # an "existing cluster", joined by address
+        remote = dict(relax_many(batch, params, address=client.scheduler.address))
+        workers_with_model = client.run(_has_chgnet)
+    assert sum(workers_with_model.values()) >= 1  # the model stays loaded in the workers (cached per process)
     local = {i: CHGNetRelaxer(params=params).relax(s) for i, s in enumerate(batch)}
     for i in range(len(batch)):
         assert remote[i].converged and remote[i].error is None
