@@ -61,7 +61,7 @@ from store.schema import (
 )
 from store.settings import StoreSettings, resolve_store_location
 from tools.candidate import Candidate
-from tools.errors import DataError, InputError, StoreError
+from tools.errors import InputError, StoreError
 from tools.fingerprint import FINGERPRINT_DIM, FINGERPRINT_VERSION, structure_fingerprint
 
 log = logging.getLogger(__name__)
@@ -906,7 +906,6 @@ def open_store(location: str | os.PathLike[str] | None = None, *, create: bool =
 
 
 __all__ = [
-    "DataError",
     "RunHandle",
     "Store",
     "candidate_filter",

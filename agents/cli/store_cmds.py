@@ -92,8 +92,10 @@ def store_search(
     store: Optional[str] = STORE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Find candidates by formula, elements, chemical system, E_hull, run or review status; with
-    --like FILE, the most similar stored structures (fingerprint distance, 0 = identical)."""
+    """Find candidates by formula, elements, chemical system, E_hull, run or review status.
+
+    With --like FILE: the most similar stored structures (fingerprint distance, 0 = identical).
+    """
     try:
         st = _open(store)
         filt = _filters(formula, elements, chemsys, within, max_e_hull, run, status)
@@ -138,8 +140,11 @@ def store_export(
     store: Optional[str] = STORE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Export candidates. vasp writes MPRelaxSet INCAR/KPOINTS/POSCAR per candidate plus POTCAR.spec
-    (POTCARs are VASP-licensed and not shipped: assemble them from the symbols listed)."""
+    """Export candidates (most stable first) as CIF, extended XYZ, CSV, JSON or VASP inputs.
+
+    vasp: MPRelaxSet INCAR, KPOINTS, POSCAR per candidate plus POTCAR.spec (POTCARs are VASP-licensed
+    and not shipped: assemble them from the symbols listed).
+    """
     from store.export import export_candidates
 
     try:
@@ -285,8 +290,10 @@ def audit_verify(
     store: Optional[str] = STORE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Check the hash chain, its anchor in the store, and that stored candidates and reviews match the
-    log. Exit 0 and 'ok', or exit 2 naming the first bad event."""
+    """Check the hash chain and that stored candidates and reviews match the log.
+
+    Exit 0 and 'ok', or exit 2 naming the first bad event or record.
+    """
     try:
         st = _open(store)
         result = st.verify_run(run)
@@ -331,7 +338,8 @@ def audit_export(
 
 def _events_lenient(st, run: str) -> list:  # noqa: ANN001
     """Events that still parse, for a report on a log that failed verification (the verdict says so)."""
-    from store.audit import AuditEvent, DataError
+    from store.audit import AuditEvent
+    from tools.errors import DataError
 
     try:
         return st.audit_log(run).events()
