@@ -14,8 +14,14 @@ Layout (``FINGERPRINT_DIM`` = 768 float32 values, unit L2 norm):
 Because both blocks are normalised and ``COMPOSITION_WEIGHT^2 + GEOMETRY_WEIGHT^2 = 1``, every
 fingerprint has unit norm, so squared L2 distance = 2 - 2 cos: L2 and cosine search rank the same way.
 
+Distances are measured after rescaling the cell isotropically to ``VOLUME_PER_ATOM`` = 20 A^3/atom (the
+pool's median is 19), as StructureMatcher does with ``scale=True``: a CHGNet-relaxed structure and its
+DFT original, a few per cent apart in volume, stay near-duplicates (unscaled, a 1 % change of the
+lattice constants already moved the fingerprint by 0.09, about half the median distance between
+different polymorphs of one formula). Absolute density is therefore not part of the fingerprint.
+
 Invariances: rotation and translation (only interatomic distances enter), permutation of sites (sums
-over sites), supercells (per-atom counts, then normalisation). Continuity: Gaussian smearing plus a
+over sites), supercells (per-atom counts, then normalisation), isotropic scaling (see above). Continuity: Gaussian smearing plus a
 smooth cosine taper ``f_cut`` between ``R_TAPER`` and ``R_CUT`` means no pair enters or leaves the
 histogram abruptly, so a small rattle gives a small change.
 
@@ -47,7 +53,8 @@ R_CUT: float = R_MAX + 3.0 * SIGMA  # ... and reaches zero here
 COMPOSITION_WEIGHT: float = 0.6
 GEOMETRY_WEIGHT: float = 0.8
 FINGERPRINT_DIM: int = N_ELEMENT_SLOTS + N_PAIRS * N_BINS  # 768
-FINGERPRINT_VERSION: str = "rdf7x24-comp96-v1"
+VOLUME_PER_ATOM: float = 20.0  # A^3/atom, every cell is rescaled to this before distances are taken
+FINGERPRINT_VERSION: str = "rdf7x24-comp96-vol20-v2"
 
 BIN_CENTRES: np.ndarray = np.linspace(R_MIN, R_MAX, N_BINS)
 
@@ -96,7 +103,7 @@ def fingerprint_from_arrays(lattice: np.ndarray, frac_coords: np.ndarray, atomic
     """Fingerprint of a periodic cell given as arrays.
 
     Args:
-        lattice: (3, 3) lattice vectors as rows, A.
+        lattice: (3, 3) lattice vectors as rows, A (rescaled internally to VOLUME_PER_ATOM).
         frac_coords: (n, 3) fractional coordinates.
         atomic_numbers: (n,) integers 1..118.
 
@@ -119,6 +126,9 @@ def fingerprint_from_arrays(lattice: np.ndarray, frac_coords: np.ndarray, atomic
         raise InputError(f"fingerprint: degenerate lattice (volume {volume:.3g} A^3)")
     if numbers.min() < 1 or numbers.max() > 118:
         raise InputError("fingerprint: atomic numbers must lie in 1..118")
+
+    # Isotropic rescale to a fixed volume per atom (StructureMatcher's scale=True semantics).
+    lattice = lattice * (VOLUME_PER_ATOM * n / volume) ** (1.0 / 3.0)
 
     comp = np.bincount(np.minimum(numbers, N_ELEMENT_SLOTS) - 1, minlength=N_ELEMENT_SLOTS).astype(np.float64)
     comp /= np.linalg.norm(comp)

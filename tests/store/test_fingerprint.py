@@ -59,11 +59,21 @@ def test_continuous_in_a_rattle_and_separates_polymorphs() -> None:
     rattled.perturb(0.01)
     d_rattle = float(fingerprint_distance(f, structure_fingerprint(rattled)))
     assert 0 < d_rattle < 5e-3
-    # Same composition, different geometry (zinc blende MgO) is far away; strained rocksalt in between.
+    # Same composition, different geometry (zinc blende MgO) is far away; a sheared rocksalt in between.
     zb = Structure.from_spacegroup("F-43m", Lattice.cubic(4.6), ["Mg", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]])
-    d_strain = float(fingerprint_distance(f, structure_fingerprint(_rocksalt(4.4))))
+    sheared = s.copy()
+    sheared.apply_strain([0.04, -0.02, 0.0])
+    d_strain = float(fingerprint_distance(f, structure_fingerprint(sheared)))
     d_poly = float(fingerprint_distance(f, structure_fingerprint(zb)))
     assert d_rattle < d_strain < d_poly
+
+
+def test_isotropic_scaling_invariance() -> None:
+    """A few per cent of volume (CHGNet vs DFT) must not look like a different structure."""
+    s = _perovskite()
+    big = s.copy()
+    big.scale_lattice(s.volume * 1.08)
+    assert fingerprint_distance(structure_fingerprint(s), structure_fingerprint(big)) < 1e-5
 
 
 def test_composition_separates_isostructural() -> None:
