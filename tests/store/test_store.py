@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,26 @@ def test_structure_edited_in_table_is_caught(store: Store) -> None:
     store._candidates.update(where="id = 'c0001'", values={"cif": moved})
     res = store.verify_run(run.run_id)
     assert not res.ok and "c0001" in res.problem
+
+
+def test_uri_store_keeps_audit_logs_locally(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="TESSERA_AUDIT_DIR"):
+        Store.open("memory://tessera-test")
+    store = Store.open("memory://tessera-test", audit_dir=tmp_path / "audit")
+    with store.start_run("sample", {}) as run:
+        run.add_candidates(make_candidates(4))
+    assert store.count() == 4 and store.verify_run(run.run_id).ok
+    assert (tmp_path / "audit" / f"{run.run_id}.jsonl").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG data directory rule is Linux's")
+def test_default_location_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from store.settings import default_store_location, resolve_store_location
+
+    monkeypatch.delenv("TESSERA_STORE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert resolve_store_location() == str(tmp_path / "xdg" / "tessera" / "store") == default_store_location()
+    monkeypatch.setenv("TESSERA_STORE", str(tmp_path / "env"))
+    assert resolve_store_location() == str(tmp_path / "env")
+    assert resolve_store_location(tmp_path / "explicit") == str(tmp_path / "explicit")
+    assert Store.open().location == str((tmp_path / "env").resolve())
