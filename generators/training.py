@@ -169,7 +169,10 @@ class Trainer:
     # -- EMA --------------------------------------------------------------------------------
     def _update_ema(self) -> None:
         params = [p.detach() for p in self.model.net.parameters()]
-        torch._foreach_lerp_(self.ema, params, 1.0 - self.config.ema_decay)
+        # Warm-up of the decay (as in common EMA implementations): early EMA weights are not dominated by
+        # the random initialisation, so an early checkpoint already samples sensibly.
+        decay = min(self.config.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+        torch._foreach_lerp_(self.ema, params, 1.0 - decay)
 
     def ema_state_dict(self) -> dict[str, torch.Tensor]:
         names = [n for n, _ in self.model.net.named_parameters()]

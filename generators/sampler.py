@@ -1,0 +1,309 @@
+"""The reverse process: strided DDPM for lattice and types, predictor-corrector for fractional coordinates.
+
+The sampler is separate from the network (reached only through ``Backbone.predict``) and from training.
+Per step it exposes what constraint and guidance code needs:
+
+- ``StepInfo.x0``: the prediction of the clean crystal from x_t (``CleanEstimate``: lattice code and
+  matrix, fractional coordinates, type probabilities), computed from the backbone's output.
+- ``StepHook``: ``hook(state, info) -> state`` runs after every reverse step and may replace parts of
+  the state (inpainting a motif: overwrite known atoms' F/types with their re-noised values at the new
+  step; see ``StepInfo.renoise_*``).
+- ``Guidance``: a differentiable ``loss(x0, info) -> (B,)`` with a ``scale``; the sampler adds the
+  gradient of the loss on x0 with respect to x_t to each field's score (universal guidance).
+- ``type_mask``: allowed vocabulary indices; other type logits are set to -inf at every step.
+
+Timesteps: ``num_steps`` evenly spaced training timesteps from T down to 1 (then 0 = clean). Reverse
+DDPM steps go through the clipped clean estimate (q(x_s | x_t, x0_hat)), never through a
+1/sqrt(alpha_t) amplification, so the first step cannot blow up the cell.
+
+Same seed, same ``n_atoms``, same options: identical output (all noise comes from one generator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterator, Protocol, Sequence
+
+import torch
+
+from generators.crystal import CrystalBatch, batch_index
+from generators.denoiser import Backbone, NoisyCrystal, Prediction
+from generators.model import DiffusionModel
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """num_steps: reverse steps (<= training T). corrector_steps: Langevin corrector passes per step for F.
+    step_lr: corrector step scale (DiffCSP). lattice_clip: clamp of the clean lattice code (in training
+    standard deviations; bounds the volume per atom)."""
+
+    num_steps: int = 200
+    corrector_steps: int = 0
+    step_lr: float = 1e-5
+    lattice_clip: float = 4.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SamplerConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown sampler config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class CleanEstimate:
+    """Prediction of the clean crystal x0 from x_t.
+
+    lattice_code: (B, 6); lattice: (B, 3, 3) A; frac: (N, 3) in [0, 1); type_probs: (N, K); type_logits: (N, K)
+    (masked). Differentiable with respect to x_t when computed under guidance.
+    """
+
+    lattice_code: torch.Tensor
+    lattice: torch.Tensor
+    frac: torch.Tensor
+    type_probs: torch.Tensor
+    type_logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One reverse step t -> s. ``index`` counts from 0; ``state`` is x_s after the step (before hooks)."""
+
+    index: int
+    t: int
+    s: int
+    x0: CleanEstimate
+    state: NoisyCrystal
+    model: DiffusionModel
+    generator: torch.Generator
+
+    def renoise_frac(self, frac0: torch.Tensor) -> torch.Tensor:
+        """Clean fractional coordinates (M, 3) noised to level s (for inpainting)."""
+        s = torch.full((frac0.shape[0],), self.s, dtype=torch.long)
+        return self.model.frac_process.marginal(frac0, s, torch.randn(frac0.shape, generator=self.generator))
+
+    def renoise_types(self, onehot0: torch.Tensor) -> torch.Tensor:
+        """Clean one-hot types (M, K) noised to level s (for inpainting)."""
+        s = torch.full((onehot0.shape[0],), self.s, dtype=torch.long)
+        return self.model.type_process.marginal(onehot0, s, torch.randn(onehot0.shape, generator=self.generator))
+
+    def renoise_lattice_code(self, code0: torch.Tensor) -> torch.Tensor:
+        """Clean lattice codes (M, 6) noised to level s (for inpainting)."""
+        s = torch.full((code0.shape[0],), self.s, dtype=torch.long)
+        return self.model.lattice_process.marginal(code0, s, torch.randn(code0.shape, generator=self.generator))
+
+
+class StepHook(Protocol):
+    def __call__(self, state: NoisyCrystal, info: StepInfo) -> NoisyCrystal: ...
+
+
+class Guidance(Protocol):
+    scale: float
+
+    def loss(self, x0: CleanEstimate, state: NoisyCrystal) -> torch.Tensor:
+        """(B,) differentiable loss of the clean estimate (lower is better)."""
+        ...
+
+
+class Sampler:
+    """Reverse diffusion with a ``DiffusionModel``'s processes and any ``Backbone`` (default: its network)."""
+
+    def __init__(self, *, model: DiffusionModel, config: SamplerConfig, backbone: Backbone | None = None) -> None:
+        if not 1 <= config.num_steps <= model.config.num_steps:
+            raise ValueError(f"num_steps must be in 1..{model.config.num_steps}, got {config.num_steps}")
+        self.model, self.config = model, config
+        self.backbone: Backbone = backbone if backbone is not None else model.net
+        T = model.config.num_steps
+        ts = torch.linspace(T, 1, config.num_steps).round().long().unique_consecutive()
+        self.timesteps = ts.tolist() + [0]
+
+    # -- estimates ---------------------------------------------------------------------------
+    def clean_estimate(
+        self, state: NoisyCrystal, pred: Prediction, type_mask: torch.Tensor | None
+    ) -> CleanEstimate:
+        m = self.model
+        t_atom = state.t[state.batch]
+        code0 = m.lattice_process.x0_from_eps(state.lattice_code, state.t, pred.lattice_eps)
+        c = self.config.lattice_clip
+        code0 = code0.clamp(-c, c)
+        sigma = m.frac_process.sigma(t_atom).unsqueeze(-1)
+        score = pred.frac_score * m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
+        # Tweedie on the torus (exact for small sigma): x0 ~ x_t + sigma^2 * score.
+        frac0 = (state.frac + sigma**2 * score) % 1.0
+        logits = pred.type_logits
+        if type_mask is not None:
+            logits = logits.masked_fill(~type_mask, float("-inf"))
+        return CleanEstimate(
+            lattice_code=code0,
+            lattice=m.coder.decode(code0, state.n_atoms),
+            frac=frac0,
+            type_probs=torch.softmax(logits, -1),
+            type_logits=logits,
+        )
+
+    def _predict(
+        self, state: NoisyCrystal, type_mask: torch.Tensor | None, guidance: Guidance | None
+    ) -> tuple[Prediction, CleanEstimate]:
+        if guidance is None or guidance.scale == 0.0:
+            with torch.no_grad():
+                pred = self.backbone.predict(state)
+                return pred, self.clean_estimate(state, pred, type_mask)
+        m = self.model
+        code = state.lattice_code.detach().requires_grad_(True)
+        frac = state.frac.detach().requires_grad_(True)
+        types = state.types.detach().requires_grad_(True)
+        st = replace(state, lattice_code=code, frac=frac, types=types)
+        with torch.enable_grad():
+            pred = self.backbone.predict(st)
+            x0 = self.clean_estimate(st, pred, type_mask)
+            loss = guidance.loss(x0, st).sum()
+            g_code, g_frac, g_types = torch.autograd.grad(loss, [code, frac, types], allow_unused=True)
+        k = guidance.scale
+        t_atom = state.t[state.batch]
+        # Classifier-guidance form with log p = -loss: eps' = eps + k sqrt(1 - abar) grad loss;
+        # score' = score - k grad loss (converted to the normalised-score units of the backbone).
+        lat_eps, frac_score, type_logits = pred.lattice_eps.detach(), pred.frac_score.detach(), pred.type_logits.detach()
+        if g_code is not None:
+            lat_eps = lat_eps + k * (1 - m.lattice_process.abar(state.t)).sqrt().unsqueeze(-1) * g_code
+        if g_frac is not None:
+            frac_score = frac_score - k * g_frac / m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
+        if g_types is not None:
+            # Types are predicted as x0 logits; push the clean estimate down the gradient instead.
+            type_logits = type_logits - k * g_types
+        pred = Prediction(lattice_eps=lat_eps, frac_score=frac_score, type_logits=type_logits)
+        with torch.no_grad():
+            return pred, self.clean_estimate(state, pred, type_mask)
+
+    # -- sampling ------------------------------------------------------------------------------
+    def draw_n_atoms(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n,) atom counts from the training prior."""
+        prior = torch.tensor(self.model.n_atoms_prior, dtype=torch.float64)
+        return torch.multinomial(prior, n, replacement=True, generator=generator) + 1
+
+    def initial_state(self, n_atoms: torch.Tensor, generator: torch.Generator) -> NoisyCrystal:
+        B, N, K = int(n_atoms.shape[0]), int(n_atoms.sum()), self.model.num_types
+        T = self.timesteps[0]
+        return NoisyCrystal(
+            lattice_code=self.model.lattice_process.prior((B, 6), generator),
+            frac=self.model.frac_process.prior((N, 3), generator),
+            types=self.model.type_process.prior((N, K), generator),
+            batch=batch_index(n_atoms),
+            n_atoms=n_atoms,
+            t=torch.full((B,), T, dtype=torch.long),
+        )
+
+    def iter_steps(
+        self,
+        *,
+        n_atoms: torch.Tensor,
+        seed: int,
+        type_mask: torch.Tensor | None = None,
+        hooks: Sequence[StepHook] = (),
+        guidance: Guidance | None = None,
+        initial: NoisyCrystal | None = None,
+    ) -> Iterator[StepInfo]:
+        """Yield a StepInfo after every reverse step; the last one has s = 0 and the clean crystal.
+
+        n_atoms: (B,) long. type_mask: (K,) bool of allowed vocabulary indices (or (N, K)).
+        """
+        m, c = self.model, self.config
+        gen = torch.Generator().manual_seed(int(seed))
+        state = initial if initial is not None else self.initial_state(n_atoms, gen)
+        N = state.frac.shape[0]
+        mask = None
+        if type_mask is not None:
+            mask = type_mask.expand(N, m.num_types) if type_mask.ndim == 1 else type_mask
+            if not bool(mask.any(-1).all()):
+                raise ValueError("type_mask allows no element for some atom")
+        B = state.n_atoms.shape[0]
+        for i, (t, s) in enumerate(zip(self.timesteps[:-1], self.timesteps[1:])):
+            state = replace(state, t=torch.full((B,), t, dtype=torch.long))
+            t_vec, s_vec = state.t, torch.full((B,), s, dtype=torch.long)
+            t_atom, s_atom = t_vec[state.batch], s_vec[state.batch]
+            for _ in range(c.corrector_steps):
+                pred, _ = self._predict(state, mask, guidance)
+                score = pred.frac_score * m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
+                frac = m.frac_process.corrector_step(state.frac, score, t_atom, c.step_lr, torch.randn((N, 3), generator=gen))
+                state = replace(state, frac=frac)
+            pred, x0 = self._predict(state, mask, guidance)
+            score = pred.frac_score * m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
+            with torch.no_grad():
+                new = NoisyCrystal(
+                    lattice_code=m.lattice_process.posterior_step(
+                        state.lattice_code, x0.lattice_code, t_vec, s_vec, torch.randn((B, 6), generator=gen)
+                    ),
+                    frac=m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen)),
+                    types=m.type_process.posterior_step(
+                        state.types, x0.type_probs, t_atom, s_atom, torch.randn((N, m.num_types), generator=gen)
+                    ),
+                    batch=state.batch,
+                    n_atoms=state.n_atoms,
+                    t=s_vec,
+                )
+            info = StepInfo(index=i, t=t, s=s, x0=x0, state=new, model=m, generator=gen)
+            for hook in hooks:
+                new = hook(new, info)
+            state = new
+            yield replace(info, state=state)
+
+    def sample(
+        self,
+        *,
+        n_atoms: torch.Tensor,
+        seed: int,
+        type_mask: torch.Tensor | None = None,
+        hooks: Sequence[StepHook] = (),
+        guidance: Guidance | None = None,
+    ) -> CrystalBatch:
+        """Run the reverse process to the end and decode: lattice (B, 3, 3) A, frac, type indices."""
+        last = None
+        for last in self.iter_steps(n_atoms=n_atoms, seed=seed, type_mask=type_mask, hooks=hooks, guidance=guidance):
+            pass
+        assert last is not None
+        return self.decode(last.state)
+
+    def decode(self, state: NoisyCrystal) -> CrystalBatch:
+        """Final (s = 0) state -> CrystalBatch. At s = 0 the type field equals the clean estimate (masked
+        probabilities, or what a hook wrote), so its argmax is the atom type."""
+        return CrystalBatch(
+            lattice=self.model.coder.decode(state.lattice_code, state.n_atoms),
+            frac=state.frac % 1.0,
+            types=state.types.argmax(-1),
+            batch=state.batch,
+            n_atoms=state.n_atoms,
+        )
+
+
+def sample_many(
+    *,
+    model: DiffusionModel,
+    config: SamplerConfig,
+    n: int,
+    seed: int,
+    batch_size: int = 128,
+    n_atoms: int | None = None,
+    allowed_types: Sequence[int] | None = None,
+) -> list[CrystalBatch]:
+    """Sample ``n`` crystals in batches; deterministic for (seed, n, batch_size, options).
+
+    n_atoms: fixed atom count, or None to draw counts from the training prior. allowed_types:
+    vocabulary indices the types are restricted to (None: all). Returns one CrystalBatch per batch.
+    """
+    sampler = Sampler(model=model, config=config)
+    gen = torch.Generator().manual_seed(int(seed))
+    if n_atoms is None:
+        counts = sampler.draw_n_atoms(n, gen)
+    else:
+        if n_atoms < 1:
+            raise ValueError(f"n_atoms must be >= 1, got {n_atoms}")
+        counts = torch.full((n,), int(n_atoms), dtype=torch.long)
+    mask = None
+    if allowed_types is not None:
+        mask = torch.zeros(model.num_types, dtype=torch.bool)
+        mask[list(allowed_types)] = True
+    out = []
+    for k, start in enumerate(range(0, n, batch_size)):
+        out.append(
+            sampler.sample(n_atoms=counts[start : start + batch_size], seed=int(seed) * 100_003 + k, type_mask=mask)
+        )
+    return out
