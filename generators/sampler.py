@@ -216,7 +216,12 @@ class Sampler:
             if not bool(mask.any(-1).all()):
                 raise ValueError("type_mask allows no element for some atom")
         B = state.n_atoms.shape[0]
-        for i, (t, s) in enumerate(zip(self.timesteps[:-1], self.timesteps[1:])):
+        schedule = self.timesteps
+        if initial is not None:
+            # Start part-way (reconstruction, SDEdit-style edits): from the initial state's step down.
+            t0 = int(initial.t[0])
+            schedule = [t0] + [ts for ts in self.timesteps if ts < t0]
+        for i, (t, s) in enumerate(zip(schedule[:-1], schedule[1:])):
             state = replace(state, t=torch.full((B,), t, dtype=torch.long))
             t_vec, s_vec = state.t, torch.full((B,), s, dtype=torch.long)
             t_atom, s_atom = t_vec[state.batch], s_vec[state.batch]
@@ -245,6 +250,32 @@ class Sampler:
                 new = hook(new, info)
             state = new
             yield replace(info, state=state)
+
+    def noised(self, batch: CrystalBatch, t: int, generator: torch.Generator) -> NoisyCrystal:
+        """A clean batch corrupted to training step t by the forward processes (all fields)."""
+        m = self.model
+        B, N = batch.num_crystals, batch.frac.shape[0]
+        t_vec = torch.full((B,), int(t), dtype=torch.long)
+        t_atom = t_vec[batch.batch]
+        onehot = torch.nn.functional.one_hot(batch.types, m.num_types).float()
+        return NoisyCrystal(
+            lattice_code=m.lattice_process.marginal(m.coder.encode(batch.lattice, batch.n_atoms), t_vec, torch.randn((B, 6), generator=generator)),
+            frac=m.frac_process.marginal(batch.frac, t_atom, torch.randn((N, 3), generator=generator)),
+            types=m.type_process.marginal(onehot, t_atom, torch.randn((N, m.num_types), generator=generator)),
+            batch=batch.batch,
+            n_atoms=batch.n_atoms,
+            t=t_vec,
+        )
+
+    def reconstruct(self, batch: CrystalBatch, *, t: int, seed: int) -> CrystalBatch:
+        """Noise ``batch`` to step t, then run the reverse process from there (reconstruction test)."""
+        gen = torch.Generator().manual_seed(int(seed))
+        initial = self.noised(batch, t, gen)
+        last = None
+        for last in self.iter_steps(n_atoms=batch.n_atoms, seed=seed + 1, initial=initial):
+            pass
+        assert last is not None
+        return self.decode(last.state)
 
     def sample(
         self,

@@ -224,3 +224,56 @@ def sample_cmd(
         emit_json(summary)
     else:
         err_console.print(f"wrote {len(records)} crystals to {out} ({len(records) / seconds:.2f} crystals/s)")
+
+
+@train_app.command("ship-generator")
+def ship_generator(
+    source: Path = typer.Option(None, "--from", help="weights to ship (default: work_dir/best_ema.pt)"),
+    config: Path = typer.Option(DEFAULT_CONFIG, help="YAML with model/train sections"),
+    n_check: int = typer.Option(64, help="crystals sampled to record quick sample statistics"),
+    json_out: bool = JSON_OPTION,
+) -> None:
+    """Copy EMA weights (no optimiser state) to data/checkpoints/ with a JSON of config, pool hash, step, metrics."""
+    import shutil
+
+    import torch
+
+    from generators.convert import to_structures
+    from generators.model import load_weights
+    from generators.sampler import SamplerConfig, sample_many
+    from tools.measures import is_compositionally_valid, is_structurally_valid
+
+    cfg = load_generator_config(config)
+    src = source or _repo_path(cfg.get("work_dir", "data/checkpoints/work")) / "best_ema.pt"
+    dst = _repo_path(cfg.get("shipped", "data/checkpoints/generator.pt"))
+    if not src.exists():
+        fail(f"no weights to ship at {src}")
+    meta_src = src.with_suffix(".json")
+    meta = json.loads(meta_src.read_text()) if meta_src.exists() else {}
+    model = load_weights(src)
+    torch.set_num_threads(2)
+    scfg = yaml.safe_load(SAMPLER_CONFIG.read_text()) or {}
+    scfg.pop("batch_size", None)
+    t0 = time.perf_counter()
+    batches = sample_many(model=model, config=SamplerConfig.from_dict(scfg), n=n_check, seed=0)
+    seconds = time.perf_counter() - t0
+    structures = [s for b in batches for s in to_structures(b, model.vocab)]
+    vpa = np.array([s.volume / len(s) for s in structures])
+    check = {
+        "n": len(structures), "seed": 0, "crystals_per_s": len(structures) / seconds,
+        "structural_validity": float(np.mean([is_structurally_valid(s) for s in structures])),
+        "compositional_validity": float(np.mean([is_compositionally_valid(s) for s in structures])),
+        "vol_per_atom_min": float(vpa.min()), "vol_per_atom_median": float(np.median(vpa)), "vol_per_atom_max": float(vpa.max()),
+        "n_elements_hist_1to5": np.bincount([len(s.composition.elements) for s in structures], minlength=6)[1:6].tolist(),
+    }
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    size_mb = dst.stat().st_size / 1e6
+    if size_mb > 25:
+        fail(f"{dst} is {size_mb:.1f} MB (> 25 MB limit)")
+    record = {**meta, "weights": "EMA", "sampler": scfg, "sample_check": check, "size_mb": size_mb}
+    dst.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    if json_out:
+        emit_json({"shipped": str(dst), "step": meta.get("step"), "metrics": meta.get("metrics"), "sample_check": check})
+    else:
+        err_console.print(f"shipped {src} (step {meta.get('step')}) -> {dst} ({size_mb:.1f} MB); check: {check}")

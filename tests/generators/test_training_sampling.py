@@ -120,15 +120,15 @@ def test_guidance_moves_samples_towards_lower_loss(small_data: CrystalArrays) ->
 def test_tiny_model_overfits_one_crystal_and_regenerates_it(tmp_path: Path) -> None:
     lat, frac, z = rocksalt()
     data = CrystalArrays.from_numbers(lattices=[lat] * 64, fracs=[frac] * 64, numbers=[z] * 64, vocab=VOCAB)
-    model = tiny_model(data, hidden=64, num_layers=2, num_steps=100)
-    cfg = TrainConfig(batch_size=32, lr=3e-3, warmup_steps=20, total_steps=600, val_every=10**6,
+    model = tiny_model(data, hidden=48, num_layers=2, num_steps=100)
+    cfg = TrainConfig(batch_size=16, lr=3e-3, warmup_steps=20, total_steps=1200, val_every=10**6,
                       ckpt_every_steps=10**6, ema_decay=0.95)
     trainer = Trainer(model=model, config=cfg, train=data, val=data, work_dir=tmp_path)
     logs = list(trainer.iter_steps())
     first, last = np.mean([l.loss for l in logs[:20]]), np.mean([l.loss for l in logs[-20:]])
     assert last < 0.5 * first
-    (batch,) = sample_many(model=trainer.ema_model(), config=SamplerConfig(num_steps=100), n=8, seed=0, n_atoms=2)
+    (batch,) = sample_many(model=trainer.ema_model(), config=SamplerConfig(num_steps=100, corrector_steps=1, step_lr=3e-4), n=8, seed=0, n_atoms=2)
     ref = Structure(Lattice(lat), [int(x) for x in z], frac)
     matcher = StructureMatcher()
     hits = sum(matcher.fit(s, ref) for s in to_structures(batch, VOCAB))
-    assert hits >= 6, hits
+    assert hits >= 6, hits  # Na-Cl at (1/2, 1/2, 1/2) in the 3.99 A, 60 degree cell
