@@ -131,11 +131,17 @@ def write_cifs(structures: list[Structure | None], folder: Path, prefix: str) ->
     return paths
 
 
-def evaluate_set(paths: list[Path], out_dir: Path, exclude_ids: list[str], n_total: int) -> dict[str, Any]:
+def evaluate_set(
+    paths: list[Path], out_dir: Path, exclude_ids: list[str], n_total: int, max_seconds: float | None
+) -> dict[str, Any]:
     """Stable / unique / novel / S.U.N. through tools.evaluate (CHGNet-relaxed, reference hull)."""
     from tools.evaluate import EvaluateParams, candidates_from_paths, evaluate
+    from tools.relax import load_relax_params
 
-    params = EvaluateParams(exclude_ids=exclude_ids)
+    relax = load_relax_params()
+    if max_seconds is not None:
+        relax = relax.model_copy(update={"max_seconds": max_seconds})
+    params = EvaluateParams(exclude_ids=exclude_ids, relax=relax)
     summary = evaluate(candidates_from_paths(paths), params, out_dir=out_dir)
     d = summary.model_dump(exclude={"params"})
     # Rates over all attempted structures (failed pyxtal generations count as failures).
@@ -153,6 +159,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0, help="override reverse steps")
     ap.add_argument("--no-evaluate", action="store_true", help="skip CHGNet relaxation / hull / S.U.N.")
     ap.add_argument("--no-baselines", action="store_true", help="skip the pyxtal and held-out sets")
+    ap.add_argument("--n-eval-baseline", type=int, default=64,
+                    help="structures of each baseline set that go through CHGNet (random pyxtal cells relax slowly)")
+    ap.add_argument("--relax-max-seconds", type=float, default=None, help="per-structure relaxation wall limit")
     ap.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "bench_generator")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -210,9 +219,12 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     if not args.no_evaluate:
         for name, (structures, exclude) in sets.items():
+            if name != "model":
+                structures = structures[: args.n_eval_baseline]
             paths = write_cifs(structures, args.work / name / "cifs", name)
             t2 = time.perf_counter()
-            ev = evaluate_set(paths, args.work / name / "eval", exclude, len(structures))
+            ev = evaluate_set(paths, args.work / name / "eval", exclude, len(structures), args.relax_max_seconds)
+            ev["n_evaluated"] = len(structures)
             ev["wall_seconds"] = time.perf_counter() - t2
             result.setdefault(name, {})["evaluation"] = ev
             print(name, "evaluation", json.dumps({k: ev[k] for k in ("stable_rate", "sun_rate", "n_stable", "n_sun", "n_novel", "n_unique")}))
