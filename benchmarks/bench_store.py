@@ -38,7 +38,7 @@ from store import Store
 from store.provenance import tool_versions
 from store.schema import CANDIDATE_SCHEMA
 from tools.candidate import Candidate
-from tools.fingerprint import FINGERPRINT_DIM, fingerprint_from_arrays
+from tools.fingerprint import FINGERPRINT_DIM, FINGERPRINT_VERSION, fingerprint_from_arrays
 from tools.paths import REPO_ROOT
 from tools.pool import load_pool, row_arrays, row_to_structure
 
@@ -217,6 +217,9 @@ def main() -> None:
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(), "system": platform.platform()},
         "versions": tool_versions(),
         "fingerprint_dim": FINGERPRINT_DIM,
+        "fingerprint_version": FINGERPRINT_VERSION,
+        "load_average_at_start": list(__import__("os").getloadavg()),
+        "note": "2 shared cores: other jobs (model training, benchmarks) ran at the same time",
     }
     try:
         results["real_path"] = bench_real_path(pool, args.real, args.batch, workdir)

@@ -41,6 +41,9 @@ class StoreSettings(BaseSettings):
     audit_dir: Path | None = Field(None, description="local directory for audit logs of a remote (URI) store")
     commit_retries: int = Field(12, ge=1, description="attempts for a LanceDB commit that meets a conflict")
     compact_every: int = Field(50, ge=1, description="compact a table after this many commits by one handle")
+    auto_index_rows: int = Field(
+        100_000, ge=1, description="`tessera store optimize` builds the IVF_PQ and scalar indexes from this many rows"
+    )
 
 
 def resolve_store_location(explicit: str | os.PathLike[str] | None = None) -> str:

@@ -369,7 +369,7 @@ class Store:
         self._commits += 1
         if self._commits % self.settings.compact_every == 0:
             try:
-                self.optimize()
+                self.optimize(index=False)
             except StoreError as exc:
                 # The caller's rows are already committed; compaction can wait for the next try.
                 log.warning("store maintenance postponed: %s", exc)
@@ -717,11 +717,26 @@ class Store:
             )
         return [c for c, _ in specs]
 
-    def optimize(self, *, cleanup_older_than: dt.timedelta = dt.timedelta(minutes=10)) -> None:
-        """Compact small fragments, fold new rows into indices, drop versions older than the given age
-        (kept for that long so that readers in other processes never lose the version they read)."""
+    def optimize(
+        self, *, cleanup_older_than: dt.timedelta = dt.timedelta(minutes=10), index: bool | None = None
+    ) -> dict[str, bool]:
+        """Compact small fragments, fold new rows into existing indices, drop versions older than the
+        given age (kept that long so readers in other processes never lose the version they read).
+
+        ``index``: True builds the vector and scalar indexes now; None (``tessera store optimize``)
+        builds them once the table holds ``settings.auto_index_rows`` rows and has none; False never
+        (the automatic compaction inside writers, which must not stall a campaign for minutes).
+        """
         for name, table in ((CANDIDATES, self._candidates), (RUNS, self._runs)):
             self._retry(lambda t=table: t.optimize(cleanup_older_than=cleanup_older_than), f"optimize {name}")
+        built = {"vector_index": False, "scalar_indexes": False}
+        if index is False:
+            return built
+        if index or (not self.has_vector_index() and self.count() >= self.settings.auto_index_rows):
+            self.create_vector_index()
+            self.create_scalar_indexes()
+            built = {"vector_index": True, "scalar_indexes": True}
+        return built
 
     def table_versions(self) -> dict[str, int]:
         return {CANDIDATES: int(self._candidates.version), RUNS: int(self._runs.version)}

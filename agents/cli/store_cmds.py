@@ -194,23 +194,25 @@ def store_runs(
 
 @store_app.command("optimize")
 def store_optimize(
-    index: bool = typer.Option(False, "--index", help="also (re)build the IVF_PQ vector index"),
+    index: Optional[bool] = typer.Option(
+        None, "--index/--no-index",
+        help="(re)build the IVF_PQ vector and scalar indexes (default: once the store holds 100k candidates)",
+    ),
     store: Optional[str] = STORE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Compact the tables and drop old versions (older than 10 minutes); optionally index vectors."""
+    """Compact the tables, drop versions older than 10 minutes, index large stores."""
     try:
         st = _open(store)
-        st.optimize()
-        if index:
-            st.create_vector_index()
+        built = st.optimize(index=index)
         versions = st.table_versions()
     except TesseraError as exc:
         fail(str(exc))
     if json_out:
-        emit_json({"store": st.location, "versions": versions, "indexed": index})
+        emit_json({"store": st.location, "versions": versions, **built})
         return
-    err_console.print(f"optimized {st.location} (table versions {versions})")
+    extra = " and built the indexes" if built["vector_index"] else ""
+    err_console.print(f"optimized {st.location}{extra} (table versions {versions})")
 
 
 def _review(decision: str, candidate_id: str, note: Optional[str], reviewer: Optional[str], run: Optional[str],

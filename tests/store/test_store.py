@@ -235,3 +235,20 @@ def test_default_location_from_environment(tmp_path: Path, monkeypatch: pytest.M
     assert resolve_store_location() == str(tmp_path / "env")
     assert resolve_store_location(tmp_path / "explicit") == str(tmp_path / "explicit")
     assert Store.open().location == str((tmp_path / "env").resolve())
+
+
+def test_optimize_and_indexes_keep_answers(store: Store) -> None:
+    with store.start_run("evaluate", {}) as run:
+        for k in range(4):
+            run.add_candidates(make_candidates(40, seed=k, prefix=f"b{k}-"))
+    before = [c.id for c in store.search(formula="MgO", max_e_hull=0.2, limit=None)]
+    q = rocksalt(4.3, ("Ca", "S"))
+    near_before = [c.distance for c in store.nearest(q, k=5)]
+    assert store.optimize() == {"vector_index": False, "scalar_indexes": False}  # 160 rows: no index yet
+    assert store.optimize(index=True)["vector_index"] and store.has_vector_index()
+    assert [c.id for c in store.search(formula="MgO", max_e_hull=0.2, limit=None)] == before
+    near_after = store.nearest(q, k=5)  # rock-salt CaS cells tie (volume is scaled out): compare distances
+    assert [c.distance for c in near_after] == pytest.approx(near_before, abs=1e-4)
+    assert {c.formula for c in near_after} == {"CaS"}
+    store.review("b0-0001", "approved", note="after indexing")
+    assert store.count(review_status="approved") == 1 and store.verify_run(run.run_id).ok
