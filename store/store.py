@@ -44,7 +44,7 @@ import numpy as np
 import pyarrow as pa  # noqa: E402
 from pymatgen.core import Composition, Element, Structure  # noqa: E402
 
-from store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, to_jsonable
+from store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, redact, to_jsonable
 from store.provenance import code_version, current_user, host_name, tool_versions
 from store.schema import (
     CANDIDATE_SCHEMA,
@@ -405,7 +405,9 @@ class Store:
         audit = self.audit_log(rid)
         if audit.exists() or self._run_row(rid) is not None:
             raise InputError(f"run {rid} already exists in {self.location}")
-        params_j = to_jsonable(params or {})
+        # Redacted here too: the runs table must not hold a key the audit log refuses to write.
+        params_j = redact(to_jsonable(params or {}))
+        goal = redact(goal) if goal is not None else None
         record = RunRecord(
             run_id=rid, kind=kind_clean, status="running", created_at=_utcnow(), goal=goal, params=params_j,
             spec_hash=spec_hash, checkpoint_hash=checkpoint_hash, seed=seed, code_version=code_version(),
@@ -887,7 +889,7 @@ class RunHandle(AbstractContextManager["RunHandle"]):
         audit anchor). Calling it twice is an error."""
         if self.finished:
             raise InputError(f"run {self.run_id} is already finished")
-        summary_j = to_jsonable(summary or {})
+        summary_j = redact(to_jsonable(summary or {}))
         n = self.store.count(run_id=self.run_id)
         event = self.log_event(EventKind.RUN_FINISHED, {"status": status, "summary": summary_j, "n_candidates": n})
         now = _utcnow()

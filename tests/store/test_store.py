@@ -151,6 +151,7 @@ def test_failed_run_and_observer(store: Store) -> None:
     assert events[4].payload["result"] == {"converged": 2} and events[4].payload["seconds"] >= 0
     assert "boom" in events[5].payload["error"]
     assert events[0].payload["params"]["api_key"] == "[REDACTED]"
+    assert rec.params["api_key"] == "[REDACTED]"  # nor in the runs table
     assert "thisisasecret" not in store.audit_log(run.run_id).path.read_text()
     assert store.verify_run(run.run_id).ok
 
