@@ -31,6 +31,10 @@ class ModelConfig:
     beta_end: float = 0.02
     sigma_min: float = 0.005
     sigma_max: float = 0.5
+    # Clean type vector = type_scale * one-hot. With K ~ 90 types and scale 1 an atom's element only
+    # becomes identifiable below abar ~ 0.9 (the last ~15% of the reverse process), so all atoms commit
+    # at once and independently (a "soup" of elements); a larger scale decides composition earlier.
+    type_scale: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":

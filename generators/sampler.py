@@ -35,12 +35,15 @@ from generators.model import DiffusionModel
 class SamplerConfig:
     """num_steps: reverse steps (<= training T). corrector_steps: Langevin corrector passes per step for F.
     step_lr: corrector step scale (DiffCSP). lattice_clip: clamp of the clean lattice code (in training
-    standard deviations; bounds the volume per atom)."""
+    standard deviations; bounds the volume per atom). type_temperature: the clean-type estimate that drives
+    the type field is softmax(logits / temperature); below 1 it commits atoms to elements earlier, which
+    keeps compositions from becoming a soup of independently drawn elements."""
 
     num_steps: int = 200
     corrector_steps: int = 0
     step_lr: float = 1e-5
     lattice_clip: float = 4.0
+    type_temperature: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerConfig":
@@ -83,9 +86,10 @@ class StepInfo:
         return self.model.frac_process.marginal(frac0, s, torch.randn(frac0.shape, generator=self.generator))
 
     def renoise_types(self, onehot0: torch.Tensor) -> torch.Tensor:
-        """Clean one-hot types (M, K) noised to level s (for inpainting)."""
+        """Clean one-hot types (M, K) noised to level s (for inpainting); scaled as in training."""
         s = torch.full((onehot0.shape[0],), self.s, dtype=torch.long)
-        return self.model.type_process.marginal(onehot0, s, torch.randn(onehot0.shape, generator=self.generator))
+        x0 = onehot0 * self.model.config.type_scale
+        return self.model.type_process.marginal(x0, s, torch.randn(onehot0.shape, generator=self.generator))
 
     def renoise_lattice_code(self, code0: torch.Tensor) -> torch.Tensor:
         """Clean lattice codes (M, 6) noised to level s (for inpainting)."""
@@ -137,7 +141,7 @@ class Sampler:
             lattice_code=code0,
             lattice=m.coder.decode(code0, state.n_atoms),
             frac=frac0,
-            type_probs=torch.softmax(logits, -1),
+            type_probs=torch.softmax(logits / self.config.type_temperature, -1),
             type_logits=logits,
         )
 
@@ -239,7 +243,8 @@ class Sampler:
                     ),
                     frac=m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen)),
                     types=m.type_process.posterior_step(
-                        state.types, x0.type_probs, t_atom, s_atom, torch.randn((N, m.num_types), generator=gen)
+                        state.types, m.config.type_scale * x0.type_probs, t_atom, s_atom,
+                        torch.randn((N, m.num_types), generator=gen),
                     ),
                     batch=state.batch,
                     n_atoms=state.n_atoms,
@@ -257,7 +262,7 @@ class Sampler:
         B, N = batch.num_crystals, batch.frac.shape[0]
         t_vec = torch.full((B,), int(t), dtype=torch.long)
         t_atom = t_vec[batch.batch]
-        onehot = torch.nn.functional.one_hot(batch.types, m.num_types).float()
+        onehot = torch.nn.functional.one_hot(batch.types, m.num_types).float() * m.config.type_scale
         return NoisyCrystal(
             lattice_code=m.lattice_process.marginal(m.coder.encode(batch.lattice, batch.n_atoms), t_vec, torch.randn((B, 6), generator=generator)),
             frac=m.frac_process.marginal(batch.frac, t_atom, torch.randn((N, 3), generator=generator)),

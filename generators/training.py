@@ -110,7 +110,7 @@ def denoising_losses(model: DiffusionModel, batch: CrystalBatch, gen: torch.Gene
     code0 = model.coder.encode(batch.lattice, batch.n_atoms)
     eps_l = torch.randn(B, 6, generator=gen)
     code_t = model.lattice_process.marginal(code0, t, eps_l)
-    onehot = F.one_hot(batch.types, model.num_types).float()
+    onehot = F.one_hot(batch.types, model.num_types).float() * model.config.type_scale
     a_t = model.type_process.marginal(onehot, t_atom, torch.randn(N, model.num_types, generator=gen))
     f_t = model.frac_process.marginal(batch.frac, t_atom, torch.randn(N, 3, generator=gen))
     target = model.frac_process.target_score(f_t, batch.frac, t_atom) / model.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
