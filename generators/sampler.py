@@ -37,13 +37,19 @@ class SamplerConfig:
     step_lr: corrector step scale (DiffCSP). lattice_clip: clamp of the clean lattice code (in training
     standard deviations; bounds the volume per atom). type_temperature: the clean-type estimate that drives
     the type field is softmax(logits / temperature); below 1 it commits atoms to elements earlier, which
-    keeps compositions from becoming a soup of independently drawn elements."""
+    keeps compositions from becoming a soup of independently drawn elements. commit_elements_at: training
+    step (0 = off) at which each crystal commits to an element set: k elements (k drawn from
+    commit_n_elements_probs, P(k = 1, 2, ...), by default the train split's statistics; k <= atoms),
+    drawn without replacement in proportion to the mean clean-type probability over the crystal's atoms
+    (Gumbel top-k); later steps mask the other types for that crystal's atoms."""
 
     num_steps: int = 200
     corrector_steps: int = 0
     step_lr: float = 1e-5
     lattice_clip: float = 4.0
     type_temperature: float = 1.0
+    commit_elements_at: int = 0
+    commit_n_elements_probs: tuple[float, ...] = (0.0037, 0.211, 0.67, 0.1033, 0.0117, 0.0004)
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerConfig":
@@ -179,6 +185,29 @@ class Sampler:
             return pred, self.clean_estimate(state, pred, type_mask)
 
     # -- sampling ------------------------------------------------------------------------------
+    def _element_set_mask(
+        self, probs: torch.Tensor, state: NoisyCrystal, mask: torch.Tensor | None, gen: torch.Generator
+    ) -> torch.Tensor:
+        """(N, K) mask allowing, per crystal, a drawn element set (see SamplerConfig.commit_elements_at)."""
+        c = self.config
+        B, K = state.n_atoms.shape[0], probs.shape[1]
+        mean = torch.zeros(B, K).index_add_(0, state.batch, probs.detach()) / state.n_atoms.unsqueeze(-1)
+        k = torch.multinomial(torch.tensor(c.commit_n_elements_probs, dtype=torch.float64), B, replacement=True,
+                              generator=gen) + 1
+        k = torch.minimum(k, state.n_atoms)
+        if mask is not None:  # never more elements than the user allowed
+            allowed = torch.zeros(B, K).index_add_(0, state.batch, mask.float()) > 0
+            k = torch.minimum(k, allowed.sum(-1))
+            mean = mean * allowed
+        gumbel = -torch.log(-torch.log(torch.rand(B, K, generator=gen).clamp(1e-12, 1 - 1e-12)))
+        keys = torch.log(mean.clamp_min(1e-30)) + gumbel
+        order = keys.argsort(-1, descending=True)
+        ranks = torch.empty_like(order)
+        ranks.scatter_(1, order, torch.arange(K).expand(B, K))
+        keep = (ranks < k.unsqueeze(-1)) & (mean > 0)
+        new = keep[state.batch]
+        return new if mask is None else (new & mask)
+
     def draw_n_atoms(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n,) atom counts from the training prior."""
         prior = torch.tensor(self.model.n_atoms_prior, dtype=torch.float64)
@@ -220,6 +249,7 @@ class Sampler:
             if not bool(mask.any(-1).all()):
                 raise ValueError("type_mask allows no element for some atom")
         B = state.n_atoms.shape[0]
+        committed = False
         schedule = self.timesteps
         if initial is not None:
             # Start part-way (reconstruction, SDEdit-style edits): from the initial state's step down.
@@ -235,6 +265,10 @@ class Sampler:
                 frac = m.frac_process.corrector_step(state.frac, score, t_atom, c.step_lr, torch.randn((N, 3), generator=gen))
                 state = replace(state, frac=frac)
             pred, x0 = self._predict(state, mask, guidance)
+            if c.commit_elements_at and not committed and t <= c.commit_elements_at:
+                committed = True
+                mask = self._element_set_mask(x0.type_probs, state, mask, gen)
+                x0 = self.clean_estimate(state, pred, mask)
             score = pred.frac_score * m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
             with torch.no_grad():
                 new = NoisyCrystal(

@@ -132,3 +132,13 @@ def test_tiny_model_overfits_one_crystal_and_regenerates_it(tmp_path: Path) -> N
     matcher = StructureMatcher()
     hits = sum(matcher.fit(s, ref) for s in to_structures(batch, VOCAB))
     assert hits >= 6, hits  # Na-Cl at (1/2, 1/2, 1/2) in the 3.99 A, 60 degree cell
+
+
+def test_element_set_commitment_limits_elements_per_crystal(small_data: CrystalArrays) -> None:
+    model = tiny_model(small_data)
+    allowed = [VOCAB.index(3), VOCAB.index(8), VOCAB.index(17)]
+    cfg = SamplerConfig(num_steps=20, commit_elements_at=80, commit_n_elements_probs=(0.0, 1.0))
+    (batch,) = sample_many(model=model, config=cfg, n=12, seed=2, n_atoms=4, allowed_types=allowed)
+    for _, _, types in batch.split():
+        assert len(set(types.tolist())) <= 2
+        assert set(types.tolist()) <= set(allowed)
