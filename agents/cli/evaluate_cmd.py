@@ -127,7 +127,7 @@ def _print_table(candidates: list[Candidate], summary: EvaluateSummary, out: Pat
             {True: "yes", False: "no", None: ""}[c.stable],
             {True: "yes", False: "no", None: ""}[c.novel],
             c.spacegroup or "",
-            c.error or "",
+            (c.error or "").replace(c.source + ": ", "").replace(c.source, Path(c.source).name),
         )
     err_console.print(table)
     err_console.print(
