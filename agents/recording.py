@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import hashlib
+
 from store import RunHandle, Store
 from tools.candidate import Candidate
 from tools.evaluate import EvalStep, EvaluateParams, EvaluateSummary
@@ -82,4 +84,33 @@ def finish_evaluation(
     )
     run.add_candidates(candidates, provenance=provenance)
     run.finish(summary.model_dump(mode="json", exclude={"params"}))
+    return run.run_id
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file (checkpoint provenance: the exact weights that produced a candidate)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_sample_run(
+    store_location: str | None, params: dict[str, Any], *, checkpoint: Path, seed: int
+) -> RunHandle:
+    """Open the store and start a ``sample`` run before any sampling (a bad ``--store`` fails fast)."""
+    store = Store.open(store_location)
+    return store.start_run("sample", params, checkpoint_hash=file_sha256(checkpoint), seed=seed)
+
+
+def finish_sample_run(
+    run: RunHandle, candidates: list[Candidate], summary: dict[str, Any], *, seconds: float
+) -> str:
+    """Log the sampling call, record the (unrelaxed) candidates and close the run. Returns the run id."""
+    run.log_tool_call(tool="sample", arguments={k: v for k, v in summary.items() if k != "out"},
+                      result_summary={"n": len(candidates), "formulas": sorted({c.formula or "" for c in candidates})[:50]},
+                      seconds=seconds)
+    run.add_candidates(candidates)
+    run.finish(summary)
     return run.run_id

@@ -14,6 +14,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub at
 DATA = Path(__file__).resolve().parent / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_default_store(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Commands run without --store record into a throwaway store, never the user's data directory."""
+    os.environ["TESSERA_STORE"] = str(tmp_path_factory.mktemp("default_store"))
+
+
 def rattled(structure: Structure, *, amplitude: float = 0.05, seed: int = 0) -> Structure:
     """A copy with every atom displaced by a seeded Gaussian of ``amplitude`` A per Cartesian component."""
     rng = np.random.default_rng(seed)

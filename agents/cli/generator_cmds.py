@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -169,15 +170,19 @@ def sample_cmd(
     steps: int = typer.Option(0, "--steps", min=0, help="reverse steps (0: configs/sampler.yaml)"),
     sampler_config: Path = typer.Option(SAMPLER_CONFIG, "--sampler-config", help="sampler YAML"),
     threads: int = typer.Option(2, help="torch CPU threads"),
+    store: str = typer.Option(None, "--store", help="candidate store (default: $TESSERA_STORE or the user data dir)"),
+    no_store: bool = typer.Option(False, "--no-store", help="do not record the run in a store"),
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Sample crystals with the trained diffusion model, offline."""
+    """Sample crystals with the trained diffusion model, offline; record the run in the store."""
     import torch
     from pymatgen.io.cif import CifWriter
 
     from generators.convert import to_structures
     from generators.model import load_weights
+    from agents.recording import finish_sample_run, open_sample_run
     from generators.sampler import SamplerConfig, sample_many
+    from tools.candidate import Candidate
 
     torch.set_num_threads(threads)
     if not checkpoint.exists():
@@ -193,33 +198,44 @@ def sample_cmd(
     allowed = parse_elements(elements, model.vocab) if elements else None
     if atoms > len(model.n_atoms_prior):
         err_console.print(f"warning: {atoms} atoms is beyond the training range (<= {len(model.n_atoms_prior)})")
-    t0 = time.perf_counter()
-    batches = sample_many(model=model, config=config, n=n, seed=seed, batch_size=batch_size,
-                          n_atoms=atoms or None, allowed_types=allowed)
-    seconds = time.perf_counter() - t0
-    out.mkdir(parents=True, exist_ok=True)
     try:
         ckpt_name = str(checkpoint.resolve().relative_to(REPO_ROOT))
     except ValueError:
         ckpt_name = str(checkpoint)
-    records = []
-    i = 0
-    for batch in batches:
-        for s in to_structures(batch, model.vocab):
-            cid = f"gen-s{seed}-{i:05d}"
-            cif = str(CifWriter(s))
-            (out / f"{cid}.cif").write_text(cif)
-            records.append({
-                "id": cid, "formula": s.composition.reduced_formula, "n_atoms": len(s), "cif": cif, "seed": seed,
-                "index": i, "checkpoint": ckpt_name, "volume_per_atom": s.volume / len(s),
-                "elements_allowed": elements or None, "sampler": config.__dict__,
-            })
-            i += 1
-    with open(out / "candidates.jsonl", "w") as fh:
-        for r in records:
-            fh.write(json.dumps(r) + "\n")
-    summary = {"n": len(records), "out": str(out), "seconds": seconds, "crystals_per_s": len(records) / seconds,
-               "seed": seed, "checkpoint": ckpt_name, "batch_size": batch_size, "sampler": config.__dict__}
+    run_params = {"n": n, "atoms": atoms or None, "elements": elements or None, "seed": seed, "checkpoint": ckpt_name,
+                  "batch_size": batch_size, "sampler": config.__dict__, "out": str(out)}
+    run = None if no_store else open_sample_run(store, run_params, checkpoint=checkpoint, seed=seed)
+    with run if run is not None else nullcontext():
+        t0 = time.perf_counter()
+        batches = sample_many(model=model, config=config, n=n, seed=seed, batch_size=batch_size,
+                              n_atoms=atoms or None, allowed_types=allowed)
+        seconds = time.perf_counter() - t0
+        out.mkdir(parents=True, exist_ok=True)
+        records = []
+        candidates = []
+        i = 0
+        for batch in batches:
+            for s in to_structures(batch, model.vocab):
+                cid = f"gen-s{seed}-{i:05d}"
+                cif = str(CifWriter(s))
+                (out / f"{cid}.cif").write_text(cif)
+                records.append({
+                    "id": cid, "formula": s.composition.reduced_formula, "n_atoms": len(s), "cif": cif, "seed": seed,
+                    "index": i, "checkpoint": ckpt_name, "volume_per_atom": s.volume / len(s),
+                    "elements_allowed": elements or None, "sampler": config.__dict__,
+                })
+                candidates.append(Candidate(
+                    id=cid, source=f"sample:{ckpt_name}", formula=s.composition.reduced_formula, n_atoms=len(s),
+                    initial_cif=cif, cif=cif, provenance={"seed": seed, "index": i, "checkpoint": ckpt_name},
+                ))
+                i += 1
+        with open(out / "candidates.jsonl", "w") as fh:
+            for r in records:
+                fh.write(json.dumps(r) + "\n")
+        summary = {"n": len(records), "out": str(out), "seconds": seconds, "crystals_per_s": len(records) / seconds,
+                   "seed": seed, "checkpoint": ckpt_name, "batch_size": batch_size, "sampler": config.__dict__}
+        if run is not None:
+            summary["run_id"] = finish_sample_run(run, candidates, summary, seconds=seconds)
     if json_out:
         emit_json(summary)
     else:

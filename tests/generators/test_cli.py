@@ -44,6 +44,20 @@ def test_sample_writes_cifs_and_is_seeded(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "candidates.jsonl").read_text() == (tmp_path / "b" / "candidates.jsonl").read_text()
 
 
+def test_sample_run_is_recorded_in_the_store(tmp_path: Path) -> None:
+    from store import Store
+
+    code, out, _ = _sample(tmp_path / "out", "--n", "3", "--seed", "5", "--store", str(tmp_path / "store"))
+    assert code == 0
+    summary = json.loads(out)
+    store = Store.open(str(tmp_path / "store"), create=False)
+    run = store.get_run(summary["run_id"])
+    assert run.kind == "sample" and run.status == "finished" and run.seed == 5
+    assert run.checkpoint_hash is not None and len(run.checkpoint_hash) == 64
+    assert store.count(run_id=summary["run_id"]) == 3
+    assert store.verify_run(summary["run_id"]).ok
+
+
 def test_elements_and_atoms_restrict_the_output(tmp_path: Path) -> None:
     code, _, _ = _sample(tmp_path, "--n", "3", "--atoms", "6", "--elements", "Li,Co,O", "--seed", "1")
     assert code == 0
