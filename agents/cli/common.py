@@ -22,6 +22,9 @@ app = typer.Typer(
 
 # Human output and progress go to stderr so that stdout carries only the --json object.
 err_console = Console(stderr=True)
+if not err_console.is_terminal:
+    # Logs and CI captures: wide enough that result tables do not fold every file name.
+    err_console = Console(stderr=True, width=140)
 
 JSON_OPTION = typer.Option(False, "--json", help="print one JSON object on stdout and nothing else there")
 

@@ -74,6 +74,38 @@ def evaluate_command(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Prescreen, relax (CHGNet), hull and analyze the given structures; write OUT/candidates.jsonl."""
+    payload, candidates, summary = evaluate_paths(
+        paths, out=out, store=store, no_store=no_store, gate=gate, workers=workers, address=address, fmax=fmax,
+        steps=steps, max_seconds=max_seconds, stable_threshold=stable_threshold, exclude_id=exclude_id,
+        quiet=json_out,
+    )
+    if json_out:
+        emit_json(payload)
+    else:
+        print_table(candidates, summary, out, payload["run_id"])
+
+
+def evaluate_paths(
+    paths: list[Path],
+    *,
+    out: Path,
+    store: Optional[str],
+    no_store: bool = False,
+    gate: bool = False,
+    workers: Optional[int] = None,
+    address: Optional[str] = None,
+    fmax: Optional[float] = None,
+    steps: Optional[int] = None,
+    max_seconds: Optional[float] = None,
+    stable_threshold: float = 0.1,
+    exclude_id: list[str] | None = None,
+    quiet: bool = False,
+    kind: str = "evaluate",
+) -> tuple[dict, list[Candidate], EvaluateSummary]:
+    """Evaluate structure files, recording the run unless ``no_store``; exits with one line on a TesseraError.
+
+    Returns the --json payload, the candidates and the summary.
+    """
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")
@@ -85,7 +117,7 @@ def evaluate_command(
             prescreen=load_prescreen_params(),
             relax=relax.model_copy(update=overrides),
             stable_threshold=stable_threshold,
-            exclude_ids=list(exclude_id),
+            exclude_ids=list(exclude_id or []),
             workers=workers,
             address=address,
         )
@@ -93,26 +125,24 @@ def evaluate_command(
         if not candidates:
             fail(f"no structure files found in {', '.join(str(p) for p in paths)}")
         for c in candidates:
-            if c.error is not None and not json_out:
+            if c.error is not None and not quiet:
                 err_console.print(f"[yellow]skipped:[/] {c.error}", highlight=False, soft_wrap=True)
         run_id = None
-        recording = nullcontext(None) if no_store else evaluation_run(store, params, inputs=[str(p) for p in paths])
+        recording = (nullcontext(None) if no_store
+                     else evaluation_run(store, params, inputs=[str(p) for p in paths], kind=kind))
         with recording as recorder:
             summary = run_evaluation(
-                candidates, params, out_dir=out, quiet=json_out, also=recorder.on_step if recorder else None
+                candidates, params, out_dir=out, quiet=quiet, also=recorder.on_step if recorder else None
             )
             if recorder is not None:
                 run_id = finish_evaluation(recorder, candidates, summary, out_dir=out)
     except TesseraError as exc:
         fail(str(exc))
     payload = {"out": str(out / "candidates.jsonl"), "run_id": run_id, **summary.model_dump(exclude={"params"})}
-    if json_out:
-        emit_json(payload)
-    else:
-        _print_table(candidates, summary, out, run_id)
+    return payload, candidates, summary
 
 
-def _print_table(candidates: list[Candidate], summary: EvaluateSummary, out: Path, run_id: str | None) -> None:
+def print_table(candidates: list[Candidate], summary: EvaluateSummary, out: Path, run_id: str | None) -> None:
     from rich.table import Table
 
     table = Table(title=f"tessera evaluate: {summary.n_inputs} inputs in {summary.seconds:.0f} s")

@@ -175,12 +175,40 @@ def sample_cmd(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Sample crystals with the trained diffusion model, offline; record the run in the store."""
+    summary = sample_to_folder(out=out, n=n, seed=seed, atoms=atoms, elements=elements, checkpoint=checkpoint,
+                               steps=steps, sampler_config=sampler_config, threads=threads, store=store,
+                               no_store=no_store)
+    if json_out:
+        emit_json(summary)
+    else:
+        err_console.print(f"wrote {summary['n']} crystals to {out} ({summary['crystals_per_s']:.2f} crystals/s)")
+
+
+def sample_to_folder(
+    *,
+    out: Path,
+    n: int,
+    seed: int,
+    atoms: int = 0,
+    elements: str = "",
+    checkpoint: Path = SHIPPED_CHECKPOINT,
+    steps: int = 0,
+    sampler_config: Path = SAMPLER_CONFIG,
+    threads: int = 2,
+    store: str | None = None,
+    no_store: bool = False,
+) -> dict[str, Any]:
+    """Sample ``n`` crystals into ``out`` (candidates.jsonl + one CIF each), recording a ``sample`` run.
+
+    Returns the summary (n, seconds, crystals_per_s, seed, checkpoint, run_id, ...). Bad options exit
+    with one clear line (``fail``).
+    """
     import torch
     from pymatgen.io.cif import CifWriter
 
+    from agents.recording import finish_sample_run, open_sample_run
     from generators.convert import to_structures
     from generators.model import load_weights
-    from agents.recording import finish_sample_run, open_sample_run
     from generators.sampler import SamplerConfig, sample_many
     from tools.candidate import Candidate
 
@@ -236,10 +264,7 @@ def sample_cmd(
                    "seed": seed, "checkpoint": ckpt_name, "batch_size": batch_size, "sampler": config.__dict__}
         if run is not None:
             summary["run_id"] = finish_sample_run(run, candidates, summary, seconds=seconds)
-    if json_out:
-        emit_json(summary)
-    else:
-        err_console.print(f"wrote {len(records)} crystals to {out} ({len(records) / seconds:.2f} crystals/s)")
+    return summary
 
 
 @train_app.command("ship-generator")
