@@ -41,7 +41,9 @@ class SamplerConfig:
     step (0 = off) at which each crystal commits to an element set: k elements (k drawn from
     commit_n_elements_probs, P(k = 1, 2, ...), by default the train split's statistics; k <= atoms),
     drawn without replacement in proportion to the mean clean-type probability over the crystal's atoms
-    (Gumbel top-k); later steps mask the other types for that crystal's atoms."""
+    (Gumbel top-k); later steps mask the other types for that crystal's atoms. commit_cover: also pin, for
+    each drawn element, the not yet pinned atom most likely to be it, so the crystal ends with exactly k
+    elements (without it, the atoms may all settle on the set's most likely element)."""
 
     num_steps: int = 200
     corrector_steps: int = 0
@@ -49,6 +51,7 @@ class SamplerConfig:
     lattice_clip: float = 4.0
     type_temperature: float = 1.0
     commit_elements_at: int = 0
+    commit_cover: bool = False
     commit_n_elements_probs: tuple[float, ...] = (0.0037, 0.211, 0.67, 0.1033, 0.0117, 0.0004)
 
     @classmethod
@@ -206,7 +209,36 @@ class Sampler:
         ranks.scatter_(1, order, torch.arange(K).expand(B, K))
         keep = (ranks < k.unsqueeze(-1)) & (mean > 0)
         new = keep[state.batch]
-        return new if mask is None else (new & mask)
+        if mask is not None:
+            new = new & mask
+        if c.commit_cover:
+            new = self._pin_one_atom_per_element(new, keep, probs.detach(), state)
+        return new
+
+    @staticmethod
+    def _pin_one_atom_per_element(
+        atom_mask: torch.Tensor, keep: torch.Tensor, probs: torch.Tensor, state: NoisyCrystal
+    ) -> torch.Tensor:
+        """(N, K) mask where, per crystal, each kept element owns one atom (greedy, most probable first)."""
+        out = atom_mask.clone()
+        starts = torch.cumsum(state.n_atoms, 0) - state.n_atoms
+        for b in range(keep.shape[0]):
+            lo, n = int(starts[b]), int(state.n_atoms[b])
+            p = probs[lo:lo + n].clone()
+            p[~atom_mask[lo:lo + n]] = -1.0
+            elements = keep[b].nonzero().flatten().tolist()
+            free = torch.ones(n, dtype=torch.bool)
+            # Greedy: repeatedly take the (atom, element) pair of highest probability among free atoms and
+            # unassigned elements.
+            while elements and bool(free.any()):
+                sub = p[:, elements].masked_fill(~free.unsqueeze(-1), -2.0)
+                flat = int(sub.argmax())
+                atom, j = divmod(flat, len(elements))
+                e = elements.pop(j)
+                out[lo + atom] = False
+                out[lo + atom, e] = True
+                free[atom] = False
+        return out
 
     def draw_n_atoms(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n,) atom counts from the training prior."""

@@ -142,3 +142,17 @@ def test_element_set_commitment_limits_elements_per_crystal(small_data: CrystalA
     for _, _, types in batch.split():
         assert len(set(types.tolist())) <= 2
         assert set(types.tolist()) <= set(allowed)
+
+
+def test_element_set_commitment_with_cover_uses_exactly_k_elements(small_data: CrystalArrays) -> None:
+    model = tiny_model(small_data)
+    allowed = [VOCAB.index(3), VOCAB.index(8), VOCAB.index(17)]
+    # k = 2 for every crystal; with cover, each drawn element owns an atom, so no crystal collapses to one.
+    cfg = SamplerConfig(num_steps=20, commit_elements_at=80, commit_cover=True, commit_n_elements_probs=(0.0, 1.0))
+    (batch,) = sample_many(model=model, config=cfg, n=12, seed=2, n_atoms=4, allowed_types=allowed)
+    for _, _, types in batch.split():
+        assert len(set(types.tolist())) == 2
+        assert set(types.tolist()) <= set(allowed)
+    # One-atom crystals can hold only one element: k is capped by the atom count.
+    (single,) = sample_many(model=model, config=cfg, n=3, seed=2, n_atoms=1, allowed_types=allowed)
+    assert all(len(set(t.tolist())) == 1 for _, _, t in single.split())
