@@ -119,6 +119,40 @@ def reconstruction(model, sampler_cfg: SamplerConfig, rows, t_mid: int, seed: in
             "rms_displacement_mean": float(np.mean(rms)) if rms else None}
 
 
+def plot_sets(sets: dict[str, list[Structure]], ehull: dict[str, list[float]], png: Path) -> Path:
+    """Three panels: density (g/cm^3), number of elements, E_hull after CHGNet relaxation, per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tools.measures import density_g_cm3, n_elements
+
+    colors = {"model": "tab:blue", "pyxtal": "tab:red", "held_out": "tab:green", "test split": "0.5"}
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for name, structures in sets.items():
+        if not structures:
+            continue
+        kw = {"color": colors.get(name), "alpha": 0.45, "density": True, "label": f"{name} (n={len(structures)})"}
+        axes[0].hist([density_g_cm3(s) for s in structures], bins=np.linspace(0, 14, 43), **kw)
+        axes[1].hist([min(n_elements(s), 8) for s in structures], bins=np.arange(0.5, 9.5, 1.0), **kw)
+    for name, values in ehull.items():
+        if values:
+            clipped = np.clip(values, -0.3, 1.5)
+            axes[2].hist(clipped, bins=np.linspace(-0.3, 1.5, 37), color=colors.get(name), alpha=0.45,
+                         label=f"{name} (n={len(values)})")
+    axes[2].axvline(0.1, color="k", ls="--", lw=1)
+    axes[0].set_xlabel("density (g/cm^3)")
+    axes[1].set_xlabel("number of elements (8: 8 or more)")
+    axes[2].set_xlabel("E_hull, CHGNet-relaxed (eV/atom, clipped); dashed: 0.1")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 def write_cifs(structures: list[Structure | None], folder: Path, prefix: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -235,6 +269,15 @@ def main() -> None:
     else:
         for name, (structures, _) in sets.items():
             write_cifs(structures, args.work / name / "cifs", name)
+    ehull: dict[str, list[float]] = {}
+    for name in sets:
+        jl = args.work / name / "eval" / "candidates.jsonl"
+        if jl.exists():
+            rows = [json.loads(line) for line in jl.read_text().splitlines() if line.strip()]
+            ehull[name] = [r["e_hull"] for r in rows if r.get("e_hull") is not None]
+    plotted = {"test split": reference, **{k: [s for s in v[0] if s is not None] for k, v in sets.items()}}
+    png = plot_sets(plotted, ehull, args.out.with_suffix(".png"))
+    result["plot"] = str(png.relative_to(REPO_ROOT)) if png.is_relative_to(REPO_ROOT) else str(png)
     result["anchors_published"] = ANCHORS
     result["energy_model_note"] = "stable/S.U.N. here are CHGNet-evaluated against the shipped reference hull, not DFT"
     args.out.parent.mkdir(parents=True, exist_ok=True)
