@@ -43,7 +43,11 @@ class SamplerConfig:
     drawn without replacement in proportion to the mean clean-type probability over the crystal's atoms
     (Gumbel top-k); later steps mask the other types for that crystal's atoms. commit_cover: also pin, for
     each drawn element, the not yet pinned atom most likely to be it, so the crystal ends with exactly k
-    elements (without it, the atoms may all settle on the set's most likely element)."""
+    elements (without it, the atoms may all settle on the set's most likely element). type_x0: what the
+    reverse step of the type field moves toward: "mean" (the expected one-hot, sum_k p_k e_k) or "sample"
+    (a one-hot drawn from p per atom and step). With "mean" every atom stays a blend until the last steps
+    and then settles independently (a soup of elements); with "sample" atoms take provisional identities
+    that the network sees and can make the rest of the crystal consistent with."""
 
     num_steps: int = 200
     corrector_steps: int = 0
@@ -52,6 +56,7 @@ class SamplerConfig:
     type_temperature: float = 1.0
     commit_elements_at: int = 0
     commit_cover: bool = False
+    type_x0: str = "mean"
     commit_n_elements_probs: tuple[float, ...] = (0.0037, 0.211, 0.67, 0.1033, 0.0117, 0.0004)
 
     @classmethod
@@ -122,6 +127,8 @@ class Sampler:
     """Reverse diffusion with a ``DiffusionModel``'s processes and any ``Backbone`` (default: its network)."""
 
     def __init__(self, *, model: DiffusionModel, config: SamplerConfig, backbone: Backbone | None = None) -> None:
+        if config.type_x0 not in ("mean", "sample"):
+            raise ValueError(f"type_x0 must be 'mean' or 'sample', got {config.type_x0!r}")
         if not 1 <= config.num_steps <= model.config.num_steps:
             raise ValueError(f"num_steps must be in 1..{model.config.num_steps}, got {config.num_steps}")
         self.model, self.config = model, config
@@ -240,6 +247,13 @@ class Sampler:
                 free[atom] = False
         return out
 
+    def _type_target(self, probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """(N, K) clean type vector the reverse step moves toward (see SamplerConfig.type_x0)."""
+        if self.config.type_x0 == "mean":
+            return probs
+        drawn = torch.multinomial(probs.clamp_min(0.0) + 1e-12 * (probs > 0), 1, generator=gen).squeeze(-1)
+        return torch.nn.functional.one_hot(drawn, probs.shape[-1]).to(probs.dtype)
+
     def draw_n_atoms(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n,) atom counts from the training prior."""
         prior = torch.tensor(self.model.n_atoms_prior, dtype=torch.float64)
@@ -309,7 +323,7 @@ class Sampler:
                     ),
                     frac=m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen)),
                     types=m.type_process.posterior_step(
-                        state.types, m.config.type_scale * x0.type_probs, t_atom, s_atom,
+                        state.types, m.config.type_scale * self._type_target(x0.type_probs, gen), t_atom, s_atom,
                         torch.randn((N, m.num_types), generator=gen),
                     ),
                     batch=state.batch,

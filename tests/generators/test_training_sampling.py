@@ -156,3 +156,15 @@ def test_element_set_commitment_with_cover_uses_exactly_k_elements(small_data: C
     # One-atom crystals can hold only one element: k is capped by the atom count.
     (single,) = sample_many(model=model, config=cfg, n=3, seed=2, n_atoms=1, allowed_types=allowed)
     assert all(len(set(t.tolist())) == 1 for _, _, t in single.split())
+
+
+def test_sampled_type_targets_respect_the_mask_and_the_seed(small_data: CrystalArrays) -> None:
+    model = tiny_model(small_data)
+    allowed = [VOCAB.index(3), VOCAB.index(8)]
+    cfg = SamplerConfig(num_steps=15, type_x0="sample")
+    (a,) = sample_many(model=model, config=cfg, n=5, seed=4, n_atoms=3, allowed_types=allowed)
+    (b,) = sample_many(model=model, config=cfg, n=5, seed=4, n_atoms=3, allowed_types=allowed)
+    assert set(a.types.tolist()) <= set(allowed)
+    assert torch.equal(a.types, b.types) and torch.allclose(a.frac, b.frac) and torch.allclose(a.lattice, b.lattice)
+    with pytest.raises(ValueError, match="type_x0"):
+        Sampler(model=model, config=SamplerConfig(type_x0="argmax"))
