@@ -12,9 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import hashlib
-
 from store import RunHandle, Store
+from store.provenance import file_sha256
 from tools.candidate import Candidate
 from tools.evaluate import EvalStep, EvaluateParams, EvaluateSummary
 
@@ -85,15 +84,6 @@ def finish_evaluation(
     run.add_candidates(candidates, provenance=provenance)
     run.finish(summary.model_dump(mode="json", exclude={"params"}))
     return run.run_id
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file (checkpoint provenance: the exact weights that produced a candidate)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def open_sample_run(

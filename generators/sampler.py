@@ -251,7 +251,7 @@ class Sampler:
         """(N, K) clean type vector the reverse step moves toward (see SamplerConfig.type_x0)."""
         if self.config.type_x0 == "mean":
             return probs
-        drawn = torch.multinomial(probs.clamp_min(0.0) + 1e-12 * (probs > 0), 1, generator=gen).squeeze(-1)
+        drawn = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
         return torch.nn.functional.one_hot(drawn, probs.shape[-1]).to(probs.dtype)
 
     def draw_n_atoms(self, n: int, generator: torch.Generator) -> torch.Tensor:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 import importlib.metadata
 import os
 import socket
 import subprocess
 from functools import lru_cache
+from pathlib import Path
 
 from tools.paths import REPO_ROOT
 
@@ -47,6 +49,15 @@ def tool_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MB chunks (checkpoint provenance: the exact weights behind a candidate)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def current_user() -> str:

@@ -8,6 +8,7 @@ the audit log, so it holds plain JSON-able values; the structure travels as CIF 
 from __future__ import annotations
 
 import uuid
+import warnings
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,7 +89,10 @@ class Candidate(BaseModel):
         """The current structure (relaxed if relaxation ran)."""
         if self.cif is None:
             raise ValueError(f"candidate {self.id} has no structure")
-        return Structure.from_str(self.cif, fmt="cif")
+        with warnings.catch_warnings():
+            # Our own CIFs: pymatgen's note that it rounded coordinates to ideal values is noise here.
+            warnings.filterwarnings("ignore", message="Issues encountered while parsing CIF", category=UserWarning)
+            return Structure.from_str(self.cif, fmt="cif")
 
     def stopped(self) -> bool:
         """True when an error or a gating stage stopped this candidate."""

@@ -22,6 +22,7 @@ import io
 import math
 import os
 import threading
+import warnings
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Literal, Protocol, Sequence, runtime_checkable
@@ -112,6 +113,17 @@ def compute_threads(n: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def quiet_chgnet() -> Iterator[None]:
+    """Silence CHGNet 0.3.8's per-call "Converting a tensor with requires_grad=True" UserWarning.
+
+    Applied where CHGNet runs (here and in Dask worker processes), so no entry point has to filter it.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True", category=UserWarning)
+        yield
+
+
 _MODELS: dict[str, "CHGNet"] = {}
 _MODEL_LOCK = threading.Lock()
 
@@ -143,7 +155,7 @@ def static_energies(
     if not structures:
         return []
     net = load_chgnet(model)
-    with compute_threads(threads):
+    with compute_threads(threads), quiet_chgnet():
         out = _static_energies(net, structures, batch_size)
     return [e if math.isfinite(e) else float("nan") for e in out]
 
@@ -198,7 +210,7 @@ def relax_with_calculator(structure: Structure, calculator: "Calculator", params
     ``max_force`` is the largest atomic force (eV/A) at the end; convergence is ASE's test on the
     filtered (atoms + cell) forces, so a converged outcome has ``max_force <= fmax``.
     """
-    with compute_threads(params.threads):
+    with compute_threads(params.threads), quiet_chgnet():
         return _relax(structure, calculator, params)
 
 

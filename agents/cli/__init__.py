@@ -29,12 +29,6 @@ for _name in _COMMAND_MODULES:
 
 def main() -> None:
     """Console-script entry point."""
-    import warnings
-
-    # Known-benign library chatter that would bury the one line a user needs: pymatgen's note that it
-    # rounded CIF coordinates to ideal values, and CHGNet 0.3.8 converting a grad-tracking tensor.
-    warnings.filterwarnings("ignore", message="Issues encountered while parsing CIF", category=UserWarning)
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True", category=UserWarning)
     run_app()
 
 

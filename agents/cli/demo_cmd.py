@@ -18,29 +18,26 @@ import typer
 from agents.cli.common import JSON_OPTION, app, emit_json, err_console
 from agents.cli.evaluate_cmd import evaluate_paths, print_table
 from agents.cli.generator_cmds import sample_to_folder
+from tools.measures import STABLE_E_HULL
 from tools.paths import DATA_DIR
 
 EXAMPLES_DIR = DATA_DIR / "examples"
-STABLE_LINE = 0.1  # eV/atom, the ARCHITECTURE.md "stable" threshold
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def plot_ehull(candidates_jsonl: Path, png: Path, *, title: str = "") -> Path:
-    """Bar chart of E_hull per input (eV/atom) with the 0.1 eV/atom stability line."""
+    """Bar chart of E_hull per input (eV/atom), coloured by each record's ``stable`` flag, with the stability line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in _read_jsonl(candidates_jsonl) if r.get("e_hull") is not None]
+    rows = [json.loads(line) for line in candidates_jsonl.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("e_hull") is not None]
     labels = [f"{r['formula']}\n{Path(r['source']).stem[:18]}" for r in rows]
     values = [r["e_hull"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-    ax.bar(range(len(rows)), values, color=["tab:green" if v <= STABLE_LINE else "tab:red" for v in values])
-    ax.axhline(STABLE_LINE, color="k", ls="--", lw=1, label=f"stable: E_hull <= {STABLE_LINE} eV/atom")
+    ax.bar(range(len(rows)), values, color=["tab:green" if r["stable"] else "tab:red" for r in rows])
+    ax.axhline(STABLE_E_HULL, color="k", ls="--", lw=1, label=f"stable: E_hull <= {STABLE_E_HULL} eV/atom")
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
     ax.set_ylabel("E_hull (eV/atom, CHGNet vs MP reference hull)")
     if title:
@@ -65,8 +62,7 @@ def demo_command(
     if n > 0:
         if not json_out:
             err_console.rule(f"1. generate {n} crystals (shipped generator, seed {seed})")
-        sampled = sample_to_folder(out=out / "samples", n=n, seed=seed, store=store)
-        cifs = sorted((out / "samples").glob("gen-*.cif"))
+        sampled, cifs = sample_to_folder(out=out / "samples", n=n, seed=seed, store=store)
         if not json_out:
             err_console.print(f"sampled {sampled['n']} crystals in {sampled['seconds']:.1f} s; judging them (gated)")
         payload, candidates, summary = evaluate_paths(cifs, out=out / "generated", store=store, gate=True, quiet=json_out)

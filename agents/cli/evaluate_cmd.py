@@ -100,7 +100,6 @@ def evaluate_paths(
     stable_threshold: float = 0.1,
     exclude_id: list[str] | None = None,
     quiet: bool = False,
-    kind: str = "evaluate",
 ) -> tuple[dict, list[Candidate], EvaluateSummary]:
     """Evaluate structure files, recording the run unless ``no_store``; exits with one line on a TesseraError.
 
@@ -129,7 +128,7 @@ def evaluate_paths(
                 err_console.print(f"[yellow]skipped:[/] {c.error}", highlight=False, soft_wrap=True)
         run_id = None
         recording = (nullcontext(None) if no_store
-                     else evaluation_run(store, params, inputs=[str(p) for p in paths], kind=kind))
+                     else evaluation_run(store, params, inputs=[str(p) for p in paths]))
         with recording as recorder:
             summary = run_evaluation(
                 candidates, params, out_dir=out, quiet=quiet, also=recorder.on_step if recorder else None

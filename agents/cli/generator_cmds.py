@@ -175,7 +175,7 @@ def sample_cmd(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Sample crystals with the trained diffusion model, offline; record the run in the store."""
-    summary = sample_to_folder(out=out, n=n, seed=seed, atoms=atoms, elements=elements, checkpoint=checkpoint,
+    summary, _ = sample_to_folder(out=out, n=n, seed=seed, atoms=atoms, elements=elements, checkpoint=checkpoint,
                                steps=steps, sampler_config=sampler_config, threads=threads, store=store,
                                no_store=no_store)
     if json_out:
@@ -197,14 +197,14 @@ def sample_to_folder(
     threads: int = 2,
     store: str | None = None,
     no_store: bool = False,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[Path]]:
     """Sample ``n`` crystals into ``out`` (candidates.jsonl + one CIF each), recording a ``sample`` run.
 
-    Returns the summary (n, seconds, crystals_per_s, seed, checkpoint, run_id, ...). Bad options exit
+    Returns the summary (n, seconds, crystals_per_s, seed, checkpoint, run_id, ...) and this run's CIF
+    paths (in sample order; other files already in ``out`` are not among them). Bad options exit
     with one clear line (``fail``).
     """
     import torch
-    from pymatgen.io.cif import CifWriter
 
     from agents.recording import finish_sample_run, open_sample_run
     from generators.convert import to_structures
@@ -239,32 +239,27 @@ def sample_to_folder(
                               n_atoms=atoms or None, allowed_types=allowed)
         seconds = time.perf_counter() - t0
         out.mkdir(parents=True, exist_ok=True)
-        records = []
-        candidates = []
-        i = 0
-        for batch in batches:
-            for s in to_structures(batch, model.vocab):
-                cid = f"gen-s{seed}-{i:05d}"
-                cif = str(CifWriter(s))
-                (out / f"{cid}.cif").write_text(cif)
-                records.append({
-                    "id": cid, "formula": s.composition.reduced_formula, "n_atoms": len(s), "cif": cif, "seed": seed,
-                    "index": i, "checkpoint": ckpt_name, "volume_per_atom": s.volume / len(s),
-                    "elements_allowed": elements or None, "sampler": config.__dict__,
-                })
-                candidates.append(Candidate(
-                    id=cid, source=f"sample:{ckpt_name}", formula=s.composition.reduced_formula, n_atoms=len(s),
-                    initial_cif=cif, cif=cif, provenance={"seed": seed, "index": i, "checkpoint": ckpt_name},
-                ))
-                i += 1
+        structures = [s for batch in batches for s in to_structures(batch, model.vocab)]
+        candidates = [
+            Candidate.from_structure(s, id=f"gen-s{seed}-{i:05d}", source=f"sample:{ckpt_name}",
+                                     provenance={"seed": seed, "index": i, "checkpoint": ckpt_name})
+            for i, s in enumerate(structures)
+        ]
+        cif_paths = [out / f"{c.id}.cif" for c in candidates]
         with open(out / "candidates.jsonl", "w") as fh:
-            for r in records:
-                fh.write(json.dumps(r) + "\n")
-        summary = {"n": len(records), "out": str(out), "seconds": seconds, "crystals_per_s": len(records) / seconds,
-                   "seed": seed, "checkpoint": ckpt_name, "batch_size": batch_size, "sampler": config.__dict__}
+            for i, (c, s, path) in enumerate(zip(candidates, structures, cif_paths)):
+                path.write_text(c.cif or "")
+                fh.write(json.dumps({
+                    "id": c.id, "formula": c.formula, "n_atoms": c.n_atoms, "cif": c.cif, "seed": seed, "index": i,
+                    "checkpoint": ckpt_name, "volume_per_atom": s.volume / len(s),
+                    "elements_allowed": elements or None, "sampler": config.__dict__,
+                }) + "\n")
+        summary = {"n": len(candidates), "out": str(out), "seconds": seconds,
+                   "crystals_per_s": len(candidates) / seconds, "seed": seed, "checkpoint": ckpt_name,
+                   "batch_size": batch_size, "sampler": config.__dict__}
         if run is not None:
             summary["run_id"] = finish_sample_run(run, candidates, summary, seconds=seconds)
-    return summary
+    return summary, cif_paths
 
 
 @train_app.command("ship-generator")
