@@ -151,3 +151,66 @@ class WrappedNormal:
         """Langevin corrector at noise level t (DiffCSP: step = step_lr * (sigma_t / sigma_max)^2)."""
         step = step_lr * (self.sigma(t).unsqueeze(-1) / self.sigma_max) ** 2
         return (f_t + step * score + (2.0 * step).sqrt() * noise) % 1.0
+
+
+class MaskedTypes:
+    """Absorbing-state ("masked") discrete diffusion of atom types, as MatterGen uses for composition.
+
+    State: (N, K + 1) one-hot; column K is the mask token. Forward: each atom's type is replaced by the
+    mask independently with probability m(t) = t / T (linear, MDLM); prior: every atom masked. Reverse
+    t -> s: a masked atom is revealed with probability (m(t) - m(s)) / m(t), its element drawn from the
+    network's clean-type distribution; a revealed atom never changes. Atoms are therefore revealed one by
+    one over the whole reverse process and each later atom is drawn knowing the elements already placed,
+    so a crystal's composition is decided jointly rather than as independent per-atom choices (the
+    "element soup" of a continuous one-hot diffusion).
+    """
+
+    def __init__(self, *, num_steps: int = 1000, num_types: int) -> None:
+        self.num_steps, self.num_types = num_steps, num_types
+
+    @property
+    def state_dim(self) -> int:
+        return self.num_types + 1
+
+    def mask_prob(self, t: torch.Tensor) -> torch.Tensor:
+        """(...,) long timesteps -> (...,) float probability that an atom is masked at t."""
+        return t.float() / self.num_steps
+
+    def encode(self, types: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """(N,) type indices and (N,) bool masked -> (N, K + 1) one-hot state."""
+        idx = torch.where(masked, torch.full_like(types, self.num_types), types)
+        return torch.nn.functional.one_hot(idx, self.state_dim).float()
+
+    def marginal_mask(self, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(N,) per-atom timesteps -> (N,) bool: which atoms are masked in a draw of q(A_t | A_0)."""
+        return torch.rand(t.shape, generator=generator) < self.mask_prob(t)
+
+    def marginal(self, types: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(N,) clean type indices, (N,) timesteps -> (N, K + 1) noisy state."""
+        return self.encode(types, self.marginal_mask(t, generator))
+
+    def prior(self, n: int) -> torch.Tensor:
+        """(n, K + 1): every atom masked."""
+        return self.encode(torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool))
+
+    @staticmethod
+    def is_masked(state: torch.Tensor) -> torch.Tensor:
+        """(N, K + 1) state -> (N,) bool."""
+        return state[:, -1] > 0.5
+
+    def reverse_step(
+        self, state: torch.Tensor, probs: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """One reverse step t -> s (< t) per atom.
+
+        state: (N, K + 1); probs: (N, K) clean-type distribution (rows of masked-out elements are 0);
+        t, s: (N,) long. At s = 0 every atom is revealed.
+        """
+        m_t, m_s = self.mask_prob(t), self.mask_prob(s)
+        reveal_p = ((m_t - m_s) / m_t.clamp_min(1e-12)).clamp(0.0, 1.0)
+        masked = self.is_masked(state)
+        reveal = masked & (torch.rand(masked.shape, generator=generator) < reveal_p)
+        drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        current = state[:, : self.num_types].argmax(-1)
+        new_types = torch.where(reveal, drawn, current)
+        return self.encode(new_types, masked & ~reveal)

@@ -33,7 +33,8 @@ class NoisyCrystal:
 
     lattice_code: (B, 6) noisy standardised lattice code.
     frac: (N, 3) noisy fractional coordinates in [0, 1).
-    types: (N, K) noisy continuous one-hot of the atom types.
+    types: (N, K) noisy continuous one-hot of the atom types, or (N, K + 1) one-hot with a mask column
+    for the masked type process.
     batch: (N,) crystal index per atom; n_atoms: (B,) atoms per crystal.
     t: (B,) long timestep per crystal (1..T).
     """
@@ -107,15 +108,23 @@ class CSPNet(nn.Module):
     """Denoiser network (a ``Backbone``).
 
     Args: num_types K (vocabulary size), hidden width, num_layers, n_freq Fourier frequencies,
-    time_dim of the time embedding.
+    time_dim of the time embedding, type_state_dim: width of the noisy type state (K for the continuous
+    one-hot, K + 1 for the masked process, whose last column is the mask token).
     """
 
     def __init__(
-        self, *, num_types: int, hidden: int = 256, num_layers: int = 4, n_freq: int = 10, time_dim: int = 64
+        self,
+        *,
+        num_types: int,
+        hidden: int = 256,
+        num_layers: int = 4,
+        n_freq: int = 10,
+        time_dim: int = 64,
+        type_state_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.num_types, self.n_freq, self.time_dim = num_types, n_freq, time_dim
-        self.type_in = nn.Linear(num_types, hidden)
+        self.type_in = nn.Linear(type_state_dim or num_types, hidden)
         self.time_in = nn.Sequential(nn.Linear(time_dim + 1, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         # Lattice code (6) enters per crystal: into nodes, and into every edge via its graph features.
         self.lat_in = nn.Linear(6, hidden)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from generators.corruption import DDPM, WrappedNormal
+from generators.corruption import DDPM, MaskedTypes, WrappedNormal
 from generators.crystal import LatticeCoder
 from generators.denoiser import CSPNet
 
@@ -35,6 +35,13 @@ class ModelConfig:
     # becomes identifiable below abar ~ 0.9 (the last ~15% of the reverse process), so all atoms commit
     # at once and independently (a "soup" of elements); a larger scale decides composition earlier.
     type_scale: float = 1.0
+    # "gaussian": DDPM on the (scaled) continuous one-hot, as DiffCSP. "masked": absorbing-state discrete
+    # diffusion (MatterGen's choice), atoms revealed one at a time; type_scale is then unused.
+    type_process: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        if self.type_process not in ("gaussian", "masked"):
+            raise ValueError(f"type_process must be 'gaussian' or 'masked', got {self.type_process!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -61,13 +68,16 @@ class DiffusionModel:
     vocab: list[int]
     n_atoms_prior: list[float]
     lattice_process: DDPM = field(init=False)
-    type_process: DDPM = field(init=False)
+    type_process: DDPM | MaskedTypes = field(init=False)
     frac_process: WrappedNormal = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
         self.lattice_process = DDPM(num_steps=c.num_steps, beta_start=c.beta_start, beta_end=c.beta_end)
-        self.type_process = self.lattice_process
+        if c.type_process == "masked":
+            self.type_process = MaskedTypes(num_steps=c.num_steps, num_types=len(self.vocab))
+        else:
+            self.type_process = self.lattice_process
         self.frac_process = WrappedNormal(num_steps=c.num_steps, sigma_min=c.sigma_min, sigma_max=c.sigma_max)
 
     @classmethod
@@ -80,12 +90,24 @@ class DiffusionModel:
             num_layers=config.num_layers,
             n_freq=config.n_freq,
             time_dim=config.time_dim,
+            type_state_dim=len(vocab) + 1 if config.type_process == "masked" else len(vocab),
         )
         return cls(config=config, net=net, coder=coder, vocab=list(vocab), n_atoms_prior=list(n_atoms_prior))
 
     @property
     def num_types(self) -> int:
         return len(self.vocab)
+
+    @property
+    def masked_types(self) -> bool:
+        return self.config.type_process == "masked"
+
+    def noisy_types(self, types: torch.Tensor, t_atom: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(N,) clean type indices at per-atom steps (N,) -> the noisy type state (N, K) or (N, K + 1)."""
+        if isinstance(self.type_process, MaskedTypes):
+            return self.type_process.marginal(types, t_atom, generator)
+        onehot = torch.nn.functional.one_hot(types, self.num_types).float() * self.config.type_scale
+        return self.type_process.marginal(onehot, t_atom, torch.randn(onehot.shape, generator=generator))
 
     def meta(self) -> dict[str, Any]:
         """JSON-able description (everything but the weights)."""

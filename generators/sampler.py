@@ -26,6 +26,7 @@ from typing import Iterator, Protocol, Sequence
 
 import torch
 
+from generators.corruption import MaskedTypes
 from generators.crystal import CrystalBatch, batch_index
 from generators.denoiser import Backbone, NoisyCrystal, Prediction
 from generators.model import DiffusionModel
@@ -100,7 +101,13 @@ class StepInfo:
         return self.model.frac_process.marginal(frac0, s, torch.randn(frac0.shape, generator=self.generator))
 
     def renoise_types(self, onehot0: torch.Tensor) -> torch.Tensor:
-        """Clean one-hot types (M, K) noised to level s (for inpainting); scaled as in training."""
+        """Clean one-hot types (M, K) noised to level s (for inpainting); scaled as in training.
+
+        Masked type process: known atoms are simply revealed (the state is their one-hot with the mask
+        column 0), which is exact for an absorbing process: a revealed type never changes.
+        """
+        if isinstance(self.model.type_process, MaskedTypes):
+            return torch.cat([onehot0, torch.zeros(onehot0.shape[0], 1)], dim=-1)
         s = torch.full((onehot0.shape[0],), self.s, dtype=torch.long)
         x0 = onehot0 * self.model.config.type_scale
         return self.model.type_process.marginal(x0, s, torch.randn(onehot0.shape, generator=self.generator))
@@ -153,11 +160,16 @@ class Sampler:
         logits = pred.type_logits
         if type_mask is not None:
             logits = logits.masked_fill(~type_mask, float("-inf"))
+        probs = torch.softmax(logits / self.config.type_temperature, -1)
+        if isinstance(m.type_process, MaskedTypes):
+            # A revealed atom's type is known exactly: the clean estimate carries it over.
+            revealed = ~m.type_process.is_masked(state.types)
+            probs = torch.where(revealed.unsqueeze(-1), state.types[:, : m.num_types], probs)
         return CleanEstimate(
             lattice_code=code0,
             lattice=m.coder.decode(code0, state.n_atoms),
             frac=frac0,
-            type_probs=torch.softmax(logits / self.config.type_temperature, -1),
+            type_probs=probs,
             type_logits=logits,
         )
 
@@ -173,8 +185,13 @@ class Sampler:
         frac = state.frac.detach().requires_grad_(True)
         types = state.types.detach().requires_grad_(True)
         st = replace(state, lattice_code=code, frac=frac, types=types)
+        masked = isinstance(m.type_process, MaskedTypes)
         with torch.enable_grad():
             pred = self.backbone.predict(st)
+            if masked:
+                # A discrete state has no gradient: differentiate with respect to the clean-type logits.
+                types = pred.type_logits.detach().requires_grad_(True)
+                pred = replace(pred, type_logits=types)
             x0 = self.clean_estimate(st, pred, type_mask)
             loss = guidance.loss(x0, st).sum()
             g_code, g_frac, g_types = torch.autograd.grad(loss, [code, frac, types], allow_unused=True)
@@ -260,12 +277,19 @@ class Sampler:
         return torch.multinomial(prior, n, replacement=True, generator=generator) + 1
 
     def initial_state(self, n_atoms: torch.Tensor, generator: torch.Generator) -> NoisyCrystal:
-        B, N, K = int(n_atoms.shape[0]), int(n_atoms.sum()), self.model.num_types
+        m = self.model
+        B, N, K = int(n_atoms.shape[0]), int(n_atoms.sum()), m.num_types
         T = self.timesteps[0]
+        lattice_code = m.lattice_process.prior((B, 6), generator)
+        frac = m.frac_process.prior((N, 3), generator)
+        if isinstance(m.type_process, MaskedTypes):
+            types = m.type_process.prior(N)
+        else:
+            types = m.type_process.prior((N, K), generator)
         return NoisyCrystal(
-            lattice_code=self.model.lattice_process.prior((B, 6), generator),
-            frac=self.model.frac_process.prior((N, 3), generator),
-            types=self.model.type_process.prior((N, K), generator),
+            lattice_code=lattice_code,
+            frac=frac,
+            types=types,
             batch=batch_index(n_atoms),
             n_atoms=n_atoms,
             t=torch.full((B,), T, dtype=torch.long),
@@ -317,15 +341,22 @@ class Sampler:
                 x0 = self.clean_estimate(state, pred, mask)
             score = pred.frac_score * m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
             with torch.no_grad():
-                new = NoisyCrystal(
-                    lattice_code=m.lattice_process.posterior_step(
-                        state.lattice_code, x0.lattice_code, t_vec, s_vec, torch.randn((B, 6), generator=gen)
-                    ),
-                    frac=m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen)),
-                    types=m.type_process.posterior_step(
+                # Draw order (lattice, frac, types) fixes the samples of a recorded (checkpoint, seed).
+                lattice_code = m.lattice_process.posterior_step(
+                    state.lattice_code, x0.lattice_code, t_vec, s_vec, torch.randn((B, 6), generator=gen)
+                )
+                frac = m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen))
+                if isinstance(m.type_process, MaskedTypes):
+                    types = m.type_process.reverse_step(state.types, x0.type_probs, t_atom, s_atom, gen)
+                else:
+                    types = m.type_process.posterior_step(
                         state.types, m.config.type_scale * self._type_target(x0.type_probs, gen), t_atom, s_atom,
                         torch.randn((N, m.num_types), generator=gen),
-                    ),
+                    )
+                new = NoisyCrystal(
+                    lattice_code=lattice_code,
+                    frac=frac,
+                    types=types,
                     batch=state.batch,
                     n_atoms=state.n_atoms,
                     t=s_vec,
@@ -342,11 +373,12 @@ class Sampler:
         B, N = batch.num_crystals, batch.frac.shape[0]
         t_vec = torch.full((B,), int(t), dtype=torch.long)
         t_atom = t_vec[batch.batch]
-        onehot = torch.nn.functional.one_hot(batch.types, m.num_types).float() * m.config.type_scale
+        code = m.lattice_process.marginal(m.coder.encode(batch.lattice, batch.n_atoms), t_vec, torch.randn((B, 6), generator=generator))
+        frac = m.frac_process.marginal(batch.frac, t_atom, torch.randn((N, 3), generator=generator))
         return NoisyCrystal(
-            lattice_code=m.lattice_process.marginal(m.coder.encode(batch.lattice, batch.n_atoms), t_vec, torch.randn((B, 6), generator=generator)),
-            frac=m.frac_process.marginal(batch.frac, t_atom, torch.randn((N, 3), generator=generator)),
-            types=m.type_process.marginal(onehot, t_atom, torch.randn((N, m.num_types), generator=generator)),
+            lattice_code=code,
+            frac=frac,
+            types=m.noisy_types(batch.types, t_atom, generator),
             batch=batch.batch,
             n_atoms=batch.n_atoms,
             t=t_vec,
@@ -380,11 +412,12 @@ class Sampler:
 
     def decode(self, state: NoisyCrystal) -> CrystalBatch:
         """Final (s = 0) state -> CrystalBatch. At s = 0 the type field equals the clean estimate (masked
-        probabilities, or what a hook wrote), so its argmax is the atom type."""
+        probabilities, or what a hook wrote; with masked types every atom is revealed), so its argmax is
+        the atom type."""
         return CrystalBatch(
             lattice=self.model.coder.decode(state.lattice_code, state.n_atoms),
             frac=state.frac % 1.0,
-            types=state.types.argmax(-1),
+            types=state.types[:, : self.model.num_types].argmax(-1),
             batch=state.batch,
             n_atoms=state.n_atoms,
         )

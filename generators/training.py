@@ -103,23 +103,35 @@ def denoising_losses(model: DiffusionModel, batch: CrystalBatch, gen: torch.Gene
     lattice: MSE of the code noise; frac: MSE of the normalised wrapped-normal score; type: cross-entropy
     of the clean type from its noisy one-hot.
     """
-    B, N = batch.num_crystals, batch.frac.shape[0]
-    T = model.config.num_steps
+    N = batch.frac.shape[0]
+    B, T = batch.num_crystals, model.config.num_steps
     t = torch.randint(1, T + 1, (B,), generator=gen)
     t_atom = t[batch.batch]
     code0 = model.coder.encode(batch.lattice, batch.n_atoms)
     eps_l = torch.randn(B, 6, generator=gen)
     code_t = model.lattice_process.marginal(code0, t, eps_l)
-    onehot = F.one_hot(batch.types, model.num_types).float() * model.config.type_scale
-    a_t = model.type_process.marginal(onehot, t_atom, torch.randn(N, model.num_types, generator=gen))
+    a_t = model.noisy_types(batch.types, t_atom, gen)
     f_t = model.frac_process.marginal(batch.frac, t_atom, torch.randn(N, 3, generator=gen))
     target = model.frac_process.target_score(f_t, batch.frac, t_atom) / model.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
     pred = model.net(NoisyCrystal(lattice_code=code_t, frac=f_t, types=a_t, batch=batch.batch, n_atoms=batch.n_atoms, t=t))
     return {
         "lattice": F.mse_loss(pred.lattice_eps, eps_l),
         "frac": F.mse_loss(pred.frac_score, target),
-        "type": F.cross_entropy(pred.type_logits, batch.types),
+        "type": type_loss(model, pred.type_logits, batch.types, a_t),
     }
+
+
+def type_loss(model: DiffusionModel, logits: torch.Tensor, types: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the clean types (N,) from logits (N, K).
+
+    Masked process: only masked atoms count (a revealed atom's type is given, MaskGIT/MDLM-style, without
+    the 1/t ELBO weight, whose variance would swamp the other fields' losses); averaged over them.
+    """
+    if not model.masked_types:
+        return F.cross_entropy(logits, types)
+    masked = state[:, -1] > 0.5
+    ce = F.cross_entropy(logits, types, reduction="none")
+    return (ce * masked).sum() / masked.sum().clamp_min(1)
 
 
 class Trainer:
@@ -173,6 +185,12 @@ class Trainer:
         # the random initialisation, so an early checkpoint already samples sensibly.
         decay = min(self.config.ema_decay, (1.0 + self.step) / (10.0 + self.step))
         torch._foreach_lerp_(self.ema, params, 1.0 - decay)
+
+    def reset_ema(self) -> None:
+        """EMA := current weights (after a warm start replaced the initial ones)."""
+        with torch.no_grad():
+            for e, p in zip(self.ema, self.model.net.parameters()):
+                e.copy_(p.detach())
 
     def ema_state_dict(self) -> dict[str, torch.Tensor]:
         names = [n for n, _ in self.model.net.named_parameters()]
@@ -309,3 +327,33 @@ class Trainer:
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(asdict(log)) + "\n")
         return logs
+
+
+def warm_start(model: DiffusionModel, source: DiffusionModel) -> list[str]:
+    """Initialise ``model``'s network from a trained ``source`` (same vocabulary and lattice coder).
+
+    Every parameter of equal shape is copied. The type input layer may differ when ``model`` uses the
+    masked type process and ``source`` the continuous one-hot: its K element columns are copied,
+    multiplied by the source's type_scale (a revealed atom's input is a plain one-hot, where the source
+    saw about type_scale * one-hot for a clean atom), and the mask column starts at zero, the mean input
+    the source saw for pure noise. Returns the names of parameters left at their fresh initialisation.
+    """
+    if model.vocab != source.vocab:
+        raise ValueError("warm start needs the same element vocabulary")
+    src = source.net.state_dict()
+    dst = model.net.state_dict()
+    fresh = []
+    with torch.no_grad():
+        for name, value in dst.items():
+            if name not in src:
+                fresh.append(name)
+            elif src[name].shape == value.shape:
+                value.copy_(src[name])
+            elif name == "type_in.weight" and value.shape[1] == src[name].shape[1] + 1:
+                value.zero_()
+                value[:, :-1] = src[name] * source.config.type_scale
+            else:
+                fresh.append(name)
+    model.net.load_state_dict(dst)
+    model.coder = source.coder
+    return fresh

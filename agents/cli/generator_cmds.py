@@ -66,14 +66,21 @@ def train_generator(
     fresh: bool = typer.Option(False, help="ignore an existing work checkpoint and start over"),
     threads: int = typer.Option(2, help="torch CPU threads"),
     max_minutes: float = typer.Option(0.0, help="stop (with a checkpoint) after this much wall time (0: no limit)"),
+    init_from: Path = typer.Option(None, "--init-from", help="weights to start a new run from (default: the config's init_from)"),
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Train the crystal diffusion model on the pool's train split (resumes from work_dir/last.pt)."""
+    """Train the crystal diffusion model on the pool's train split (resumes from work_dir/last.pt).
+
+    A new run (no work checkpoint, or --fresh) starts from random weights, or from trained weights
+    (--init-from or the config's ``init_from``: e.g. the shipped model, to fine-tune it into a different
+    type process without re-learning lattices and coordinates).
+    """
     import torch
 
     from generators.crystal import LatticeCoder
     from generators.model import DiffusionModel, ModelConfig
-    from generators.training import CrystalArrays, Trainer, TrainConfig
+    from generators.model import load_weights
+    from generators.training import CrystalArrays, Trainer, TrainConfig, warm_start
     from tools.pool import pool_hash
 
     torch.set_num_threads(threads)
@@ -110,8 +117,19 @@ def train_generator(
     if fresh:
         for p in (trainer.ckpt_path, trainer.best_path, log_path):
             p.unlink(missing_ok=True)
-    elif trainer.load_checkpoint():
+    resumed = not fresh and trainer.load_checkpoint()
+    if resumed:
         err_console.print(f"resumed at step {trainer.step}")
+    else:
+        source_path = init_from or cfg.get("init_from")
+        if source_path:
+            source_path = _repo_path(source_path)
+            if not source_path.exists():
+                raise InputError(f"--init-from: no weights at {source_path}")
+            fresh_params = warm_start(model, load_weights(source_path))
+            trainer.reset_ema()
+            trainer.extra_meta["init_from"] = str(source_path.relative_to(REPO_ROOT) if source_path.is_relative_to(REPO_ROOT) else source_path)
+            err_console.print(f"initialised from {source_path} ({len(fresh_params)} tensors left fresh: {fresh_params})")
     n_params = sum(p.numel() for p in model.net.parameters())
     err_console.print(f"model: {n_params / 1e6:.2f} M parameters; {trainer.steps_per_epoch} steps/epoch")
     last = None

@@ -35,17 +35,29 @@ def random_crystals(n: int, seed: int) -> CrystalArrays:
     return CrystalArrays.from_numbers(lattices=lattices, fracs=fracs, numbers=numbers, vocab=VOCAB)
 
 
-def tiny_model(data: CrystalArrays, *, hidden: int = 32, num_layers: int = 2, num_steps: int = 100, seed: int = 0) -> DiffusionModel:
+def tiny_model(
+    data: CrystalArrays,
+    *,
+    hidden: int = 32,
+    num_layers: int = 2,
+    num_steps: int = 100,
+    seed: int = 0,
+    type_process: str = "gaussian",
+) -> DiffusionModel:
     torch.manual_seed(seed)
     n = torch.tensor([len(t) for t in data.types])
     coder = LatticeCoder.fit(lattice=torch.as_tensor(np.stack(data.lattices)), n_atoms=n)
     counts = np.bincount(n.numpy(), minlength=int(n.max()) + 1)[1:].astype(float)
     return DiffusionModel.create(
-        config=ModelConfig(hidden=hidden, num_layers=num_layers, num_steps=num_steps, time_dim=16),
+        config=ModelConfig(hidden=hidden, num_layers=num_layers, num_steps=num_steps, time_dim=16,
+                           type_process=type_process),
         coder=coder,
         vocab=VOCAB,
         n_atoms_prior=(counts / counts.sum()).tolist(),
     )
+
+
+TYPE_PROCESSES = pytest.mark.parametrize("type_process", ["gaussian", "masked"])
 
 
 @pytest.fixture()

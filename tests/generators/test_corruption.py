@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from generators.corruption import DDPM, WrappedNormal, wrapped_normal_score
+from generators.corruption import DDPM, MaskedTypes, WrappedNormal, wrapped_normal_score
 
 
 def _explicit_density(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -74,3 +74,38 @@ def test_ddpm_eps_x0_round_trip() -> None:
     xt = ddpm.marginal(x0, t, eps)
     assert torch.allclose(ddpm.x0_from_eps(xt, t, eps), x0, atol=1e-3)
     assert torch.allclose(ddpm.eps_from_x0(xt, t, x0), eps, atol=1e-3)
+
+
+def test_masked_types_forward_marginal_masks_a_fraction_t_over_T() -> None:
+    mt = MaskedTypes(num_steps=100, num_types=5)
+    g = torch.Generator().manual_seed(0)
+    types = torch.randint(0, 5, (40_000,), generator=g)
+    for t in (1, 30, 100):
+        state = mt.marginal(types, torch.full((40_000,), t), g)
+        masked = mt.is_masked(state)
+        assert abs(masked.float().mean().item() - t / 100) < 0.01
+        # An unmasked atom shows its true type; every row is one-hot.
+        assert torch.equal(state[~masked, :5].argmax(-1), types[~masked])
+        assert torch.all(state.sum(-1) == 1)
+
+
+def test_masked_types_reverse_chain_has_the_forward_marginals() -> None:
+    """Reverse steps over a strided schedule leave a fraction m(s) = s / T masked at every s, never change
+    a revealed atom, never draw an element of probability 0, and reveal every atom at s = 0."""
+    mt = MaskedTypes(num_steps=100, num_types=4)
+    g = torch.Generator().manual_seed(1)
+    n = 40_000
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2]).expand(n, 4)
+    state = mt.prior(n)
+    schedule = [100, 80, 55, 30, 10, 1, 0]
+    for t, s in zip(schedule[:-1], schedule[1:]):
+        before = state.clone()
+        state = mt.reverse_step(state, probs, torch.full((n,), t), torch.full((n,), s), g)
+        assert abs(mt.is_masked(state).float().mean().item() - s / 100) < 0.01
+        kept = ~mt.is_masked(before)
+        assert torch.equal(state[kept], before[kept])
+    types = state[:, :4].argmax(-1)
+    assert not mt.is_masked(state).any()
+    assert not (types == 1).any()
+    freq = torch.bincount(types, minlength=4).float() / n
+    assert torch.allclose(freq, probs[0], atol=0.01)

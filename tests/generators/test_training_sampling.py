@@ -16,24 +16,27 @@ from generators.convert import to_structures
 from generators.denoiser import NoisyCrystal
 from generators.model import load_weights, save_weights
 from generators.sampler import Sampler, SamplerConfig, StepInfo, sample_many
-from generators.training import CrystalArrays, Trainer, TrainConfig
+from generators.training import CrystalArrays, Trainer, TrainConfig, warm_start
 
-from tests.generators.conftest import VOCAB, rocksalt, tiny_model
+from tests.generators.conftest import TYPE_PROCESSES, VOCAB, rocksalt, tiny_model
 
 
-def _trainer(data: CrystalArrays, work: Path, **cfg) -> Trainer:
+def _trainer(data: CrystalArrays, work: Path, type_process: str = "gaussian", **cfg) -> Trainer:
     config = TrainConfig(**{"batch_size": 8, "warmup_steps": 2, "total_steps": 8, "val_every": 4, "val_size": 16,
                             "ckpt_every_steps": 100, **cfg})
-    return Trainer(model=tiny_model(data), config=config, train=data, val=data, work_dir=work)
+    return Trainer(model=tiny_model(data, type_process=type_process), config=config, train=data, val=data, work_dir=work)
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(small_data: CrystalArrays, tmp_path: Path) -> None:
-    a = _trainer(small_data, tmp_path / "a")
+@TYPE_PROCESSES
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
+    small_data: CrystalArrays, tmp_path: Path, type_process: str
+) -> None:
+    a = _trainer(small_data, tmp_path / "a", type_process)
     losses_a = [log.loss for log in a.iter_steps()]
-    b = _trainer(small_data, tmp_path / "b")
+    b = _trainer(small_data, tmp_path / "b", type_process)
     losses_b = [log.loss for log in b.iter_steps(max_steps=5)]
     b.save_checkpoint()
-    c = _trainer(small_data, tmp_path / "b")  # a fresh process would build exactly this
+    c = _trainer(small_data, tmp_path / "b", type_process)  # a fresh process would build exactly this
     assert c.load_checkpoint() and c.step == 5
     losses_b += [log.loss for log in c.iter_steps()]
     assert losses_a == losses_b
@@ -49,8 +52,9 @@ def test_validation_is_reproducible(small_data: CrystalArrays, tmp_path: Path) -
     assert t.validate() == t.validate()
 
 
-def test_same_seed_same_samples_and_weights_round_trip(small_data: CrystalArrays, tmp_path: Path) -> None:
-    model = tiny_model(small_data)
+@TYPE_PROCESSES
+def test_same_seed_same_samples_and_weights_round_trip(small_data: CrystalArrays, tmp_path: Path, type_process: str) -> None:
+    model = tiny_model(small_data, type_process=type_process)
     model.net.eval()
     save_weights(model, tmp_path / "m.pt", extra={"step": 0})
     loaded = load_weights(tmp_path / "m.pt")
@@ -65,17 +69,19 @@ def test_same_seed_same_samples_and_weights_round_trip(small_data: CrystalArrays
     assert len(structures) == 5 and all(s.volume > 0 for s in structures)
 
 
-def test_type_mask_and_fixed_atom_count(small_data: CrystalArrays) -> None:
-    model = tiny_model(small_data)
+@TYPE_PROCESSES
+def test_type_mask_and_fixed_atom_count(small_data: CrystalArrays, type_process: str) -> None:
+    model = tiny_model(small_data, type_process=type_process)
     allowed = [VOCAB.index(8), VOCAB.index(26)]
     (batch,) = sample_many(model=model, config=SamplerConfig(num_steps=10), n=4, seed=0, n_atoms=5, allowed_types=allowed)
     assert batch.n_atoms.tolist() == [5, 5, 5, 5]
     assert set(batch.types.tolist()) <= set(allowed)
 
 
-def test_hooks_see_x0_and_can_inpaint(small_data: CrystalArrays) -> None:
+@TYPE_PROCESSES
+def test_hooks_see_x0_and_can_inpaint(small_data: CrystalArrays, type_process: str) -> None:
     """A hook that pins atom 0 of every crystal to the origin as Fe: the output keeps it."""
-    model = tiny_model(small_data)
+    model = tiny_model(small_data, type_process=type_process)
     sampler = Sampler(model=model, config=SamplerConfig(num_steps=12))
     n_atoms = torch.tensor([3, 4])
     fe = VOCAB.index(26)
@@ -117,10 +123,11 @@ def test_guidance_moves_samples_towards_lower_loss(small_data: CrystalArrays) ->
 
 
 @pytest.mark.slow
-def test_tiny_model_overfits_one_crystal_and_regenerates_it(tmp_path: Path) -> None:
+@TYPE_PROCESSES
+def test_tiny_model_overfits_one_crystal_and_regenerates_it(tmp_path: Path, type_process: str) -> None:
     lat, frac, z = rocksalt()
     data = CrystalArrays.from_numbers(lattices=[lat] * 64, fracs=[frac] * 64, numbers=[z] * 64, vocab=VOCAB)
-    model = tiny_model(data, hidden=48, num_layers=2, num_steps=100)
+    model = tiny_model(data, hidden=48, num_layers=2, num_steps=100, type_process=type_process)
     cfg = TrainConfig(batch_size=16, lr=3e-3, warmup_steps=20, total_steps=1200, val_every=10**6,
                       ckpt_every_steps=10**6, ema_decay=0.95)
     trainer = Trainer(model=model, config=cfg, train=data, val=data, work_dir=tmp_path)
@@ -168,3 +175,35 @@ def test_sampled_type_targets_respect_the_mask_and_the_seed(small_data: CrystalA
     assert torch.equal(a.types, b.types) and torch.allclose(a.frac, b.frac) and torch.allclose(a.lattice, b.lattice)
     with pytest.raises(ValueError, match="type_x0"):
         Sampler(model=model, config=SamplerConfig(type_x0="argmax"))
+
+
+def test_guidance_reaches_the_types_of_a_masked_model(small_data: CrystalArrays) -> None:
+    """Guidance toward Li on the clean-type estimate makes a masked model place more Li."""
+    model = tiny_model(small_data, type_process="masked")
+    li = VOCAB.index(3)
+
+    class WantLithium:
+        scale = 20.0
+
+        def loss(self, x0, state):
+            per_atom = -torch.log(x0.type_probs[:, li].clamp_min(1e-9))
+            return torch.zeros(state.n_atoms.shape[0]).index_add(0, state.batch, per_atom)
+
+    sampler = Sampler(model=model, config=SamplerConfig(num_steps=20))
+    n = torch.full((16,), 4)
+    plain = sampler.sample(n_atoms=n, seed=5)
+    guided = sampler.sample(n_atoms=n, seed=5, guidance=WantLithium())
+    assert (guided.types == li).float().mean() > (plain.types == li).float().mean() + 0.3
+
+
+def test_warm_start_carries_a_gaussian_model_into_a_masked_one(small_data: CrystalArrays) -> None:
+    source = tiny_model(small_data, seed=0)
+    target = tiny_model(small_data, seed=1, type_process="masked")
+    assert warm_start(target, source) == []
+    src, dst = source.net.state_dict(), target.net.state_dict()
+    for name, value in src.items():
+        if name == "type_in.weight":
+            assert torch.allclose(dst[name][:, :-1], value * source.config.type_scale)
+            assert torch.all(dst[name][:, -1] == 0)
+        else:
+            assert torch.equal(dst[name], value), name
