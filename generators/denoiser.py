@@ -12,7 +12,9 @@ a different pre-trained model (a DiffCSP or MatterGen checkpoint), write one ada
 coordinates, one-hot types, batch index, its own timestep) and returns a ``Prediction`` in our
 parametrisation (lattice eps in our code space, or convert its L eps through ``LatticeCoder``; score
 of F; type logits or, from an eps-predicting model, x0 = (a_t - sqrt(1 - abar) eps) / sqrt(abar)); the
-corruption processes of the adapter must match the checkpoint's schedules.
+corruption processes of the adapter must match the checkpoint's schedules. MatterGen's atom types use an
+absorbing-state (masked) D3PM like our ``MaskedTypes``: its adapter maps our mask column to MatterGen's
+mask token and returns its clean-type logits unchanged.
 """
 
 from __future__ import annotations
