@@ -139,7 +139,8 @@ def plot_sets(sets: dict[str, list[Structure]], ehull: dict[str, list[float]], p
     for name, values in ehull.items():
         if values:
             clipped = np.clip(values, -0.3, 1.5)
-            axes[2].hist(clipped, bins=np.linspace(-0.3, 1.5, 37), color=colors.get(name), alpha=0.45,
+            # Normalised: the baselines go through CHGNet on fewer structures than the model.
+            axes[2].hist(clipped, bins=np.linspace(-0.3, 1.5, 37), color=colors.get(name), alpha=0.45, density=True,
                          label=f"{name} (n={len(values)})")
     axes[2].axvline(0.1, color="k", ls="--", lw=1)
     axes[0].set_xlabel("density (g/cm^3)")
