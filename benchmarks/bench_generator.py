@@ -34,7 +34,7 @@ from generators.crystal import collate
 from generators.model import load_weights
 from generators.sampler import Sampler, SamplerConfig, sample_many
 from tools.measures import is_compositionally_valid, is_structurally_valid, property_distances
-from tools.paths import CONFIG_DIR, REPO_ROOT
+from tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
 from tools.pool import load_pool, row_to_structure
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "generator.json"
@@ -221,7 +221,7 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     samples = [s for b in batches for s in to_structures(b, model.vocab)]
     result: dict[str, Any] = {
-        "checkpoint": str(args.checkpoint.relative_to(REPO_ROOT)) if args.checkpoint.is_relative_to(REPO_ROOT) else str(args.checkpoint),
+        "checkpoint": repo_relative(args.checkpoint),
         "checkpoint_step": meta.get("step"),
         "pool_hash": meta.get("pool_hash"),
         "sampler": sampler_cfg.__dict__,
@@ -281,7 +281,7 @@ def main() -> None:
             ehull[name] = [r["e_hull"] for r in rows if r.get("e_hull") is not None]
     plotted = {"test split": reference, **{k: [s for s in v[0] if s is not None] for k, v in sets.items()}}
     png = plot_sets(plotted, ehull, args.out.with_suffix(".png"))
-    result["plot"] = str(png.relative_to(REPO_ROOT)) if png.is_relative_to(REPO_ROOT) else str(png)
+    result["plot"] = repo_relative(png)
     result["anchors_published"] = ANCHORS
     result["energy_model_note"] = "stable/S.U.N. here are CHGNet-evaluated against the shipped reference hull, not DFT"
     args.out.parent.mkdir(parents=True, exist_ok=True)

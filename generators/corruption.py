@@ -203,7 +203,7 @@ class MaskedTypes:
     ) -> torch.Tensor:
         """One reverse step t -> s (< t) per atom.
 
-        state: (N, K + 1); probs: (N, K) clean-type distribution (rows of masked-out elements are 0);
+        state: (N, K + 1); probs: (N, K) clean-type distribution (0 for elements masked out);
         t, s: (N,) long. At s = 0 every atom is revealed.
         """
         m_t, m_s = self.mask_prob(t), self.mask_prob(s)

@@ -106,8 +106,9 @@ class StepInfo:
         Masked type process: known atoms are simply revealed (the state is their one-hot with the mask
         column 0), which is exact for an absorbing process: a revealed type never changes.
         """
-        if isinstance(self.model.type_process, MaskedTypes):
-            return torch.cat([onehot0, torch.zeros(onehot0.shape[0], 1)], dim=-1)
+        process = self.model.type_process
+        if isinstance(process, MaskedTypes):
+            return process.encode(onehot0.argmax(-1), torch.zeros(onehot0.shape[0], dtype=torch.bool))
         s = torch.full((onehot0.shape[0],), self.s, dtype=torch.long)
         x0 = onehot0 * self.model.config.type_scale
         return self.model.type_process.marginal(x0, s, torch.randn(onehot0.shape, generator=self.generator))

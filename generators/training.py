@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from generators.corruption import MaskedTypes
 from generators.crystal import CrystalBatch, LatticeCoder, collate
 from generators.denoiser import NoisyCrystal
 from generators.model import DiffusionModel, save_weights
@@ -103,8 +104,8 @@ def denoising_losses(model: DiffusionModel, batch: CrystalBatch, gen: torch.Gene
     lattice: MSE of the code noise; frac: MSE of the normalised wrapped-normal score; type: cross-entropy
     of the clean type from its noisy one-hot.
     """
-    N = batch.frac.shape[0]
-    B, T = batch.num_crystals, model.config.num_steps
+    B, N = batch.num_crystals, batch.frac.shape[0]
+    T = model.config.num_steps
     t = torch.randint(1, T + 1, (B,), generator=gen)
     t_atom = t[batch.batch]
     code0 = model.coder.encode(batch.lattice, batch.n_atoms)
@@ -129,7 +130,7 @@ def type_loss(model: DiffusionModel, logits: torch.Tensor, types: torch.Tensor, 
     """
     if not model.masked_types:
         return F.cross_entropy(logits, types)
-    masked = state[:, -1] > 0.5
+    masked = MaskedTypes.is_masked(state)
     ce = F.cross_entropy(logits, types, reduction="none")
     return (ce * masked).sum() / masked.sum().clamp_min(1)
 
@@ -354,6 +355,6 @@ def warm_start(model: DiffusionModel, source: DiffusionModel) -> list[str]:
                 value[:, :-1] = src[name] * source.config.type_scale
             else:
                 fresh.append(name)
-    model.net.load_state_dict(dst)
+    # state_dict() tensors share storage with the parameters: the copies above already set the weights.
     model.coder = source.coder
     return fresh

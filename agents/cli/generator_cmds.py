@@ -18,7 +18,7 @@ import yaml
 
 from agents.cli.common import JSON_OPTION, app, emit_json, err_console, fail
 from tools.errors import DataError, InputError
-from tools.paths import CONFIG_DIR, REPO_ROOT
+from tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
 
 DEFAULT_CONFIG = CONFIG_DIR / "generator.yaml"
 
@@ -78,8 +78,7 @@ def train_generator(
     import torch
 
     from generators.crystal import LatticeCoder
-    from generators.model import DiffusionModel, ModelConfig
-    from generators.model import load_weights
+    from generators.model import DiffusionModel, ModelConfig, load_weights
     from generators.training import CrystalArrays, Trainer, TrainConfig, warm_start
     from tools.pool import pool_hash
 
@@ -128,7 +127,7 @@ def train_generator(
                 raise InputError(f"--init-from: no weights at {source_path}")
             fresh_params = warm_start(model, load_weights(source_path))
             trainer.reset_ema()
-            trainer.extra_meta["init_from"] = str(source_path.relative_to(REPO_ROOT) if source_path.is_relative_to(REPO_ROOT) else source_path)
+            trainer.extra_meta["init_from"] = repo_relative(source_path)
             err_console.print(f"initialised from {source_path} ({len(fresh_params)} tensors left fresh: {fresh_params})")
     n_params = sum(p.numel() for p in model.net.parameters())
     err_console.print(f"model: {n_params / 1e6:.2f} M parameters; {trainer.steps_per_epoch} steps/epoch")
@@ -244,10 +243,7 @@ def sample_to_folder(
     allowed = parse_elements(elements, model.vocab) if elements else None
     if atoms > len(model.n_atoms_prior):
         err_console.print(f"warning: {atoms} atoms is beyond the training range (<= {len(model.n_atoms_prior)})")
-    try:
-        ckpt_name = str(checkpoint.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        ckpt_name = str(checkpoint)
+    ckpt_name = repo_relative(checkpoint)
     run_params = {"n": n, "atoms": atoms or None, "elements": elements or None, "seed": seed, "checkpoint": ckpt_name,
                   "batch_size": batch_size, "sampler": config.__dict__, "out": str(out)}
     run = None if no_store else open_sample_run(store, run_params, checkpoint=checkpoint, seed=seed)
