@@ -9,6 +9,10 @@
   geometric from sigma_min to sigma_max; the target is the score of the wrapped normal (a sum over
   periodic images), normalised per sigma by sqrt(E|score|^2) as DiffCSP does.
 
+- Atom types have two interchangeable processes behind one ``TypeProcess`` interface (what training and
+  the sampler call): ``GaussianTypes`` (DDPM on type_scale * one-hot, DiffCSP) and ``MaskedTypes``
+  (absorbing-state, MatterGen).
+
 Timesteps are integers 1..T (T = ``num_steps``); index 0 means clean data.
 """
 
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 
 class DDPM:
@@ -67,6 +73,89 @@ class DDPM:
         ct = a_ts.sqrt() * (1.0 - a_s) / (1.0 - a_t)
         var = beta_ts * (1.0 - a_s) / (1.0 - a_t)
         return c0 * x0_hat + ct * x_t + var.sqrt() * noise
+
+
+class TypeProcess(Protocol):
+    """The diffusion of atom types, as training and the sampler use it.
+
+    Shapes: N atoms, K elements; a type state is (N, state_dim); clean types are (N,) vocabulary indices;
+    t, s are (N,) long per-atom steps. Every random draw comes from the generator passed in, in a fixed
+    order, so a recorded (checkpoint, seed) run reproduces.
+    """
+
+    num_types: int
+    # True: the state is continuous and guidance differentiates it (and the sampler's gaussian-only type
+    # options apply); False: a discrete state, guidance differentiates the clean-type logits instead.
+    continuous: bool
+
+    @property
+    def state_dim(self) -> int: ...
+
+    def noisy(self, types: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A draw of q(A_t | A_0): (N,) clean indices -> (N, state_dim)."""
+        ...
+
+    def prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, state_dim) draw of the t = T state."""
+        ...
+
+    def known(self, types: torch.Tensor, s: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(N, state_dim) state at step s of atoms whose clean type is given (inpainting)."""
+        ...
+
+    def clean_probs(self, state: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """(N, K) clean-type estimate from the network's (N, K) probabilities and what the state fixes."""
+        ...
+
+    def reverse_step(
+        self, state: torch.Tensor, target: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """One reverse step t -> s (< t) toward the (N, K) clean-type target; (N, state_dim)."""
+        ...
+
+    def loss(self, logits: torch.Tensor, types: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss of the (N, K) clean-type logits against (N,) clean indices."""
+        ...
+
+
+class GaussianTypes:
+    """DiffCSP's continuous types: a DDPM on type_scale * one-hot, state (N, K).
+
+    The clean target is the (scaled) expected one-hot; every atom stays a blend until late in the reverse
+    process. Training loss: cross-entropy of the clean type from the noisy state.
+    """
+
+    continuous = True
+
+    def __init__(self, ddpm: DDPM, *, num_types: int, type_scale: float) -> None:
+        self.ddpm, self.num_types, self.type_scale = ddpm, num_types, type_scale
+
+    @property
+    def state_dim(self) -> int:
+        return self.num_types
+
+    def noisy(self, types: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        onehot = F.one_hot(types, self.num_types).float() * self.type_scale
+        return self.ddpm.marginal(onehot, t, torch.randn(onehot.shape, generator=generator))
+
+    def prior(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return self.ddpm.prior((n, self.num_types), generator)
+
+    def known(self, types: torch.Tensor, s: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        # The forward marginal at s: what a known atom would look like at this noise level.
+        return self.noisy(types, s, generator)
+
+    def clean_probs(self, state: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        return probs
+
+    def reverse_step(
+        self, state: torch.Tensor, target: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        noise = torch.randn(state.shape, generator=generator)
+        return self.ddpm.posterior_step(state, self.type_scale * target, t, s, noise)
+
+    def loss(self, logits: torch.Tensor, types: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, types)
 
 
 def wrapped_normal_log_density(x: torch.Tensor, sigma: torch.Tensor, n_images: int = 10) -> torch.Tensor:
@@ -165,6 +254,8 @@ class MaskedTypes:
     "element soup" of a continuous one-hot diffusion).
     """
 
+    continuous = False
+
     def __init__(self, *, num_steps: int = 1000, num_types: int) -> None:
         self.num_steps, self.num_types = num_steps, num_types
 
@@ -185,13 +276,29 @@ class MaskedTypes:
         """(N,) per-atom timesteps -> (N,) bool: which atoms are masked in a draw of q(A_t | A_0)."""
         return torch.rand(t.shape, generator=generator) < self.mask_prob(t)
 
-    def marginal(self, types: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def noisy(self, types: torch.Tensor, t: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """(N,) clean type indices, (N,) timesteps -> (N, K + 1) noisy state."""
         return self.encode(types, self.marginal_mask(t, generator))
 
-    def prior(self, n: int) -> torch.Tensor:
-        """(n, K + 1): every atom masked."""
+    def prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, K + 1): every atom masked (no draw)."""
         return self.encode(torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.bool))
+
+    def known(self, types: torch.Tensor, s: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Known atoms are simply revealed, exact for an absorbing process: a revealed type never changes."""
+        return self.encode(types, torch.zeros(types.shape[0], dtype=torch.bool))
+
+    def clean_probs(self, state: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """A revealed atom's type is known exactly: the clean estimate carries it over."""
+        revealed = ~self.is_masked(state)
+        return torch.where(revealed.unsqueeze(-1), state[:, : self.num_types], probs)
+
+    def loss(self, logits: torch.Tensor, types: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on the masked atoms only, averaged over them (MaskGIT/MDLM-style, without the 1/t
+        ELBO weight, whose variance would swamp the other fields' losses); a revealed atom's type is given."""
+        masked = self.is_masked(state)
+        ce = F.cross_entropy(logits, types, reduction="none")
+        return (ce * masked).sum() / masked.sum().clamp_min(1)
 
     @staticmethod
     def is_masked(state: torch.Tensor) -> torch.Tensor:

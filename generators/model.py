@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from generators.corruption import DDPM, MaskedTypes, WrappedNormal
+from generators.corruption import DDPM, GaussianTypes, MaskedTypes, TypeProcess, WrappedNormal
 from generators.crystal import LatticeCoder
 from generators.denoiser import CSPNet
 
@@ -68,7 +68,7 @@ class DiffusionModel:
     vocab: list[int]
     n_atoms_prior: list[float]
     lattice_process: DDPM = field(init=False)
-    type_process: DDPM | MaskedTypes = field(init=False)
+    type_process: TypeProcess = field(init=False)
     frac_process: WrappedNormal = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,7 +77,8 @@ class DiffusionModel:
         if c.type_process == "masked":
             self.type_process = MaskedTypes(num_steps=c.num_steps, num_types=len(self.vocab))
         else:
-            self.type_process = self.lattice_process
+            # The continuous types share the lattice's noise schedule.
+            self.type_process = GaussianTypes(self.lattice_process, num_types=len(self.vocab), type_scale=c.type_scale)
         self.frac_process = WrappedNormal(num_steps=c.num_steps, sigma_min=c.sigma_min, sigma_max=c.sigma_max)
 
     @classmethod
@@ -97,17 +98,6 @@ class DiffusionModel:
     @property
     def num_types(self) -> int:
         return len(self.vocab)
-
-    @property
-    def masked_types(self) -> bool:
-        return self.config.type_process == "masked"
-
-    def noisy_types(self, types: torch.Tensor, t_atom: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """(N,) clean type indices at per-atom steps (N,) -> the noisy type state (N, K) or (N, K + 1)."""
-        if isinstance(self.type_process, MaskedTypes):
-            return self.type_process.marginal(types, t_atom, generator)
-        onehot = torch.nn.functional.one_hot(types, self.num_types).float() * self.config.type_scale
-        return self.type_process.marginal(onehot, t_atom, torch.randn(onehot.shape, generator=generator))
 
     def meta(self) -> dict[str, Any]:
         """JSON-able description (everything but the weights)."""

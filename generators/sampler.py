@@ -26,7 +26,6 @@ from typing import Iterator, Protocol, Sequence
 
 import torch
 
-from generators.corruption import MaskedTypes
 from generators.crystal import CrystalBatch, batch_index
 from generators.denoiser import Backbone, NoisyCrystal, Prediction
 from generators.model import DiffusionModel
@@ -101,17 +100,11 @@ class StepInfo:
         return self.model.frac_process.marginal(frac0, s, torch.randn(frac0.shape, generator=self.generator))
 
     def renoise_types(self, onehot0: torch.Tensor) -> torch.Tensor:
-        """Clean one-hot types (M, K) noised to level s (for inpainting); scaled as in training.
-
-        Masked type process: known atoms are simply revealed (the state is their one-hot with the mask
-        column 0), which is exact for an absorbing process: a revealed type never changes.
-        """
-        process = self.model.type_process
-        if isinstance(process, MaskedTypes):
-            return process.encode(onehot0.argmax(-1), torch.zeros(onehot0.shape[0], dtype=torch.bool))
+        """Clean one-hot types (M, K) as a type state at level s (for inpainting): the forward marginal of
+        a continuous process (scaled as in training); with masked types, simply revealed atoms, which is
+        exact for an absorbing process (a revealed type never changes)."""
         s = torch.full((onehot0.shape[0],), self.s, dtype=torch.long)
-        x0 = onehot0 * self.model.config.type_scale
-        return self.model.type_process.marginal(x0, s, torch.randn(onehot0.shape, generator=self.generator))
+        return self.model.type_process.known(onehot0.argmax(-1), s, self.generator)
 
     def renoise_lattice_code(self, code0: torch.Tensor) -> torch.Tensor:
         """Clean lattice codes (M, 6) noised to level s (for inpainting)."""
@@ -161,11 +154,7 @@ class Sampler:
         logits = pred.type_logits
         if type_mask is not None:
             logits = logits.masked_fill(~type_mask, float("-inf"))
-        probs = torch.softmax(logits / self.config.type_temperature, -1)
-        if isinstance(m.type_process, MaskedTypes):
-            # A revealed atom's type is known exactly: the clean estimate carries it over.
-            revealed = ~m.type_process.is_masked(state.types)
-            probs = torch.where(revealed.unsqueeze(-1), state.types[:, : m.num_types], probs)
+        probs = m.type_process.clean_probs(state.types, torch.softmax(logits / self.config.type_temperature, -1))
         return CleanEstimate(
             lattice_code=code0,
             lattice=m.coder.decode(code0, state.n_atoms),
@@ -186,10 +175,9 @@ class Sampler:
         frac = state.frac.detach().requires_grad_(True)
         types = state.types.detach().requires_grad_(True)
         st = replace(state, lattice_code=code, frac=frac, types=types)
-        masked = isinstance(m.type_process, MaskedTypes)
         with torch.enable_grad():
             pred = self.backbone.predict(st)
-            if masked:
+            if not m.type_process.continuous:
                 # A discrete state has no gradient: differentiate with respect to the clean-type logits.
                 types = pred.type_logits.detach().requires_grad_(True)
                 pred = replace(pred, type_logits=types)
@@ -266,8 +254,9 @@ class Sampler:
         return out
 
     def _type_target(self, probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """(N, K) clean type vector the reverse step moves toward (see SamplerConfig.type_x0)."""
-        if self.config.type_x0 == "mean":
+        """(N, K) clean type vector the reverse step moves toward (see SamplerConfig.type_x0; a masked
+        process always draws its revealed atoms from ``probs`` itself)."""
+        if self.config.type_x0 == "mean" or not self.model.type_process.continuous:
             return probs
         drawn = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
         return torch.nn.functional.one_hot(drawn, probs.shape[-1]).to(probs.dtype)
@@ -279,18 +268,14 @@ class Sampler:
 
     def initial_state(self, n_atoms: torch.Tensor, generator: torch.Generator) -> NoisyCrystal:
         m = self.model
-        B, N, K = int(n_atoms.shape[0]), int(n_atoms.sum()), m.num_types
+        B, N = int(n_atoms.shape[0]), int(n_atoms.sum())
         T = self.timesteps[0]
         lattice_code = m.lattice_process.prior((B, 6), generator)
         frac = m.frac_process.prior((N, 3), generator)
-        if isinstance(m.type_process, MaskedTypes):
-            types = m.type_process.prior(N)
-        else:
-            types = m.type_process.prior((N, K), generator)
         return NoisyCrystal(
             lattice_code=lattice_code,
             frac=frac,
-            types=types,
+            types=m.type_process.prior(N, generator),
             batch=batch_index(n_atoms),
             n_atoms=n_atoms,
             t=torch.full((B,), T, dtype=torch.long),
@@ -347,13 +332,7 @@ class Sampler:
                     state.lattice_code, x0.lattice_code, t_vec, s_vec, torch.randn((B, 6), generator=gen)
                 )
                 frac = m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen))
-                if isinstance(m.type_process, MaskedTypes):
-                    types = m.type_process.reverse_step(state.types, x0.type_probs, t_atom, s_atom, gen)
-                else:
-                    types = m.type_process.posterior_step(
-                        state.types, m.config.type_scale * self._type_target(x0.type_probs, gen), t_atom, s_atom,
-                        torch.randn((N, m.num_types), generator=gen),
-                    )
+                types = m.type_process.reverse_step(state.types, self._type_target(x0.type_probs, gen), t_atom, s_atom, gen)
                 new = NoisyCrystal(
                     lattice_code=lattice_code,
                     frac=frac,
@@ -379,7 +358,7 @@ class Sampler:
         return NoisyCrystal(
             lattice_code=code,
             frac=frac,
-            types=m.noisy_types(batch.types, t_atom, generator),
+            types=m.type_process.noisy(batch.types, t_atom, generator),
             batch=batch.batch,
             n_atoms=batch.n_atoms,
             t=t_vec,

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from generators.corruption import MaskedTypes
 from generators.crystal import CrystalBatch, LatticeCoder, collate
 from generators.denoiser import NoisyCrystal
 from generators.model import DiffusionModel, save_weights
@@ -111,28 +110,15 @@ def denoising_losses(model: DiffusionModel, batch: CrystalBatch, gen: torch.Gene
     code0 = model.coder.encode(batch.lattice, batch.n_atoms)
     eps_l = torch.randn(B, 6, generator=gen)
     code_t = model.lattice_process.marginal(code0, t, eps_l)
-    a_t = model.noisy_types(batch.types, t_atom, gen)
+    a_t = model.type_process.noisy(batch.types, t_atom, gen)
     f_t = model.frac_process.marginal(batch.frac, t_atom, torch.randn(N, 3, generator=gen))
     target = model.frac_process.target_score(f_t, batch.frac, t_atom) / model.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
     pred = model.net(NoisyCrystal(lattice_code=code_t, frac=f_t, types=a_t, batch=batch.batch, n_atoms=batch.n_atoms, t=t))
     return {
         "lattice": F.mse_loss(pred.lattice_eps, eps_l),
         "frac": F.mse_loss(pred.frac_score, target),
-        "type": type_loss(model, pred.type_logits, batch.types, a_t),
+        "type": model.type_process.loss(pred.type_logits, batch.types, a_t),
     }
-
-
-def type_loss(model: DiffusionModel, logits: torch.Tensor, types: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the clean types (N,) from logits (N, K).
-
-    Masked process: only masked atoms count (a revealed atom's type is given, MaskGIT/MDLM-style, without
-    the 1/t ELBO weight, whose variance would swamp the other fields' losses); averaged over them.
-    """
-    if not model.masked_types:
-        return F.cross_entropy(logits, types)
-    masked = MaskedTypes.is_masked(state)
-    ce = F.cross_entropy(logits, types, reduction="none")
-    return (ce * masked).sum() / masked.sum().clamp_min(1)
 
 
 class Trainer:

@@ -81,7 +81,7 @@ def test_masked_types_forward_marginal_masks_a_fraction_t_over_T() -> None:
     g = torch.Generator().manual_seed(0)
     types = torch.randint(0, 5, (40_000,), generator=g)
     for t in (1, 30, 100):
-        state = mt.marginal(types, torch.full((40_000,), t), g)
+        state = mt.noisy(types, torch.full((40_000,), t), g)
         masked = mt.is_masked(state)
         assert abs(masked.float().mean().item() - t / 100) < 0.01
         # An unmasked atom shows its true type; every row is one-hot.
