@@ -182,7 +182,12 @@ def evaluate_set(
     # Rates over all attempted structures (failed pyxtal generations count as failures).
     d["stable_rate_over_all"] = summary.n_stable / n_total
     d["sun_rate_over_all"] = summary.n_sun / n_total
+    d["sun_prescreen_passed_rate_over_all"] = summary.n_sun_prescreen_passed / n_total
     return d
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
 
 
 def main() -> None:
@@ -265,11 +270,15 @@ def main() -> None:
             ev["n_evaluated"] = len(structures)
             ev["wall_seconds"] = time.perf_counter() - t2
             result.setdefault(name, {})["evaluation"] = ev
-            print(name, "evaluation", json.dumps({k: ev[k] for k in ("stable_rate", "sun_rate", "n_stable", "n_sun", "n_novel", "n_unique")}))
+            print(name, "evaluation", json.dumps({k: ev[k] for k in ("stable_rate", "sun_rate", "n_stable", "n_sun", "n_sun_prescreen_passed", "n_novel", "n_unique")}))
         m, p = result["model"]["evaluation"], result.get("pyxtal", {}).get("evaluation")
         if p is not None:
-            result["sun_ratio_model_over_pyxtal"] = (m["sun_rate_over_all"] / p["sun_rate_over_all"]
-                                                     if p["sun_rate_over_all"] > 0 else None)
+            result["sun_ratio_model_over_pyxtal"] = _ratio(m["sun_rate_over_all"], p["sun_rate_over_all"])
+            # The same ratio for a campaign that gates relaxation on the full prescreen (tessera evaluate
+            # --gate): S.U.N. hits that also pass every stage. Reported beside, not instead of, the above.
+            result["sun_ratio_model_over_pyxtal_gated"] = _ratio(
+                m["sun_prescreen_passed_rate_over_all"], p["sun_prescreen_passed_rate_over_all"]
+            )
     else:
         for name, (structures, _) in sets.items():
             write_cifs(structures, args.work / name / "cifs", name)

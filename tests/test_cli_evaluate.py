@@ -107,3 +107,16 @@ def test_missing_path_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.stdout == ""
     assert "no such file or folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_summary_counts_agree_with_the_candidate_rows(evaluated: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """summary.json is a pure function of candidates.jsonl; the prescreen-kept S.U.N. is a subset of S.U.N."""
+    _, work = evaluated
+    rows = [json.loads(line) for line in (work / "out/candidates.jsonl").read_text().splitlines()]
+    summary = json.loads((work / "out/summary.json").read_text())
+    passed = [bool(r["prescreen"]) and all(o["passed"] for o in r["prescreen"].values()) for r in rows]
+    sun = [bool(r["stable"]) and bool(r["unique"]) and bool(r["novel"]) for r in rows]
+    assert summary["n_prescreen_passed"] == sum(passed)
+    assert summary["n_stable"] == sum(bool(r["stable"]) for r in rows)
+    assert summary["n_sun"] == sum(sun)
+    assert summary["n_sun_prescreen_passed"] == sum(p and s for p, s in zip(passed, sun)) <= summary["n_sun"]

@@ -71,6 +71,10 @@ class EvaluateSummary(BaseModel):
     n_unique: int
     n_novel: int
     n_sun: int = Field(description="stable and unique and novel")
+    n_sun_prescreen_passed: int = Field(
+        0, description="S.U.N. and passed every prescreen stage: what a run gating relaxation on the full "
+        "prescreen (--gate) would have found; n_sun - this is what the prescreen costs"
+    )
     stable_rate: float = Field(description="n_stable / n_inputs")
     sun_rate: float = Field(description="n_sun / n_inputs")
     seconds: float
@@ -228,6 +232,11 @@ def iter_evaluate(
     yield EvalStep("done", total, total, None)
 
 
+def _passed_prescreen(candidate: Candidate) -> bool:
+    """Every prescreen stage ran and passed (ungated runs record all stages, gated ones stop at a failure)."""
+    return bool(candidate.prescreen) and all(o.passed for o in candidate.prescreen.values())
+
+
 def summarize(candidates: Sequence[Candidate], params: EvaluateParams, seconds: float, scheme: str | None) -> EvaluateSummary:
     """Counts and rates over a finished batch."""
     n = len(candidates)
@@ -236,7 +245,7 @@ def summarize(candidates: Sequence[Candidate], params: EvaluateParams, seconds: 
     return EvaluateSummary(
         n_inputs=n,
         n_errors=sum(c.error is not None for c in candidates),
-        n_prescreen_passed=sum(bool(c.prescreen) and all(o.passed for o in c.prescreen.values()) for c in candidates),
+        n_prescreen_passed=sum(_passed_prescreen(c) for c in candidates),
         n_relaxed=sum(c.relaxed for c in candidates),
         n_converged=sum(bool(c.converged) for c in candidates),
         n_hull=sum(c.e_hull is not None for c in candidates),
@@ -245,6 +254,7 @@ def summarize(candidates: Sequence[Candidate], params: EvaluateParams, seconds: 
         n_unique=sum(bool(c.unique) for c in candidates),
         n_novel=sum(bool(c.novel) for c in candidates),
         n_sun=len(sun),
+        n_sun_prescreen_passed=sum(_passed_prescreen(c) for c in sun),
         stable_rate=len(stable) / n if n else 0.0,
         sun_rate=len(sun) / n if n else 0.0,
         seconds=seconds,
