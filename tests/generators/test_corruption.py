@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from generators.corruption import DDPM, MaskedTypes, WrappedNormal, wrapped_normal_score
+from generators.corruption import DDPM, GaussianTypes, MaskedTypes, TypeProcess, WrappedNormal, wrapped_normal_score
 
 
 def _explicit_density(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -109,3 +110,27 @@ def test_masked_types_reverse_chain_has_the_forward_marginals() -> None:
     assert not (types == 1).any()
     freq = torch.bincount(types, minlength=4).float() / n
     assert torch.allclose(freq, probs[0], atol=0.01)
+
+
+def _type_processes() -> list[TypeProcess]:
+    return [GaussianTypes(DDPM(num_steps=100), num_types=4, type_scale=3.0), MaskedTypes(num_steps=100, num_types=4)]
+
+
+@pytest.mark.parametrize("process", _type_processes(), ids=["gaussian", "masked"])
+def test_type_processes_agree_on_the_clean_end(process: TypeProcess) -> None:
+    """Both type processes: a known atom at s = 0 is exactly its type, the clean-type estimate of a known atom
+    is (at least) the network's, and the loss rewards the right logits."""
+    g = torch.Generator().manual_seed(2)
+    types = torch.tensor([0, 3, 2, 2])
+    known = process.known(types, torch.zeros(4, dtype=torch.long), g)
+    assert known.shape == (4, process.state_dim)
+    assert torch.equal(known[:, :4].argmax(-1), types)
+    noisy = process.noisy(types, torch.full((4,), 100), g)
+    assert noisy.shape == (4, process.state_dim) and process.prior(4, g).shape == (4, process.state_dim)
+    right = torch.nn.functional.one_hot(types, 4).float() * 10
+    assert process.loss(right, types, noisy) < 0.01 < process.loss(-right, types, noisy)
+    uniform = torch.full((4, 4), 0.25)
+    clean = process.clean_probs(known, uniform)
+    # A masked process knows a revealed atom's type exactly; a continuous one leaves the estimate to the network.
+    expected = torch.nn.functional.one_hot(types, 4).float() if not process.continuous else uniform
+    assert torch.allclose(clean, expected)
