@@ -128,6 +128,7 @@ def train_generator(
             fresh_params = warm_start(model, load_weights(source_path))
             trainer.reset_ema()
             trainer.extra_meta["init_from"] = repo_relative(source_path)
+            trainer.extra_meta["lineage"] = training_lineage(source_path)
             err_console.print(f"initialised from {source_path} ({len(fresh_params)} tensors left fresh: {fresh_params})")
     n_params = sum(p.numel() for p in model.net.parameters())
     err_console.print(f"model: {n_params / 1e6:.2f} M parameters; {trainer.steps_per_epoch} steps/epoch")
@@ -277,6 +278,22 @@ def sample_to_folder(
 
 
 @train_app.command("ship-generator")
+def training_lineage(source: Path) -> list[dict[str, Any]]:
+    """The training stages behind warm-start weights, oldest first, from their JSON (when there is one).
+
+    Each stage keeps what reproduces it: its config, step count, metrics, data hash and the sha256 of the
+    weights it started from; a model fine-tuned three times carries three entries plus its own run.
+    """
+    from store.provenance import file_sha256
+
+    meta_path = source.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    stage = {k: meta[k] for k in ("init_from", "step", "metrics", "train_config", "pool_hash") if k in meta}
+    stage["weights_sha256"] = file_sha256(source)
+    stage["model_config"] = meta.get("model_config")
+    return [*meta.get("lineage", []), stage]
+
+
 def ship_generator(
     source: Path = typer.Option(None, "--from", help="weights to ship (default: work_dir/best_ema.pt)"),
     config: Path = typer.Option(DEFAULT_CONFIG, help="YAML with model/train sections"),
@@ -322,6 +339,8 @@ def ship_generator(
     if size_mb > 25:
         fail(f"{dst} is {size_mb:.1f} MB (> 25 MB limit)")
     record = {**meta, "weights": "EMA", "sampler": scfg, "sample_check": check, "size_mb": size_mb}
+    if meta.get("lineage"):
+        record["training_steps_total"] = sum(int(st.get("step") or 0) for st in meta["lineage"]) + int(meta.get("step") or 0)
     dst.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     if json_out:
         emit_json({"shipped": str(dst), "step": meta.get("step"), "metrics": meta.get("metrics"), "sample_check": check})

@@ -72,3 +72,24 @@ def test_bad_element_is_one_clear_error(tmp_path: Path) -> None:
     assert res.exit_code != 0
     assert "Xx" in str(res.exception) or "Xx" in res.stderr
     assert Element("Li").Z  # the valid one is not the problem
+
+
+def test_warm_start_lineage_keeps_every_earlier_stage(tmp_path: Path) -> None:
+    """A fine-tune of a fine-tune records both earlier stages, oldest first, each with its weights' sha256."""
+    import hashlib
+
+    from agents.cli.generator_cmds import training_lineage
+
+    weights = tmp_path / "stage2.pt"
+    weights.write_bytes(b"not really weights, only hashed")
+    earlier = {"step": 18000, "train_config": {"lr": 1e-3}, "weights_sha256": "a" * 64}
+    weights.with_suffix(".json").write_text(json.dumps({"step": 8000, "init_from": "stage1.pt", "lineage": [earlier],
+                                                        "metrics": {"val_loss": 2.9}, "model_config": {"hidden": 8}}))
+    lineage = training_lineage(weights)
+    assert [st["step"] for st in lineage] == [18000, 8000]
+    assert lineage[0] == earlier
+    assert lineage[1]["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert lineage[1]["init_from"] == "stage1.pt" and lineage[1]["model_config"] == {"hidden": 8}
+    shipped = json.loads(SHIPPED_CHECKPOINT.with_suffix(".json").read_text())
+    if shipped.get("lineage"):
+        assert shipped["training_steps_total"] == sum(st["step"] for st in shipped["lineage"]) + shipped["step"]
