@@ -277,7 +277,6 @@ def sample_to_folder(
     return summary, cif_paths
 
 
-@train_app.command("ship-generator")
 def training_lineage(source: Path) -> list[dict[str, Any]]:
     """The training stages behind warm-start weights, oldest first, from their JSON (when there is one).
 
@@ -294,6 +293,7 @@ def training_lineage(source: Path) -> list[dict[str, Any]]:
     return [*meta.get("lineage", []), stage]
 
 
+@train_app.command("ship-generator")
 def ship_generator(
     source: Path = typer.Option(None, "--from", help="weights to ship (default: work_dir/best_ema.pt)"),
     config: Path = typer.Option(DEFAULT_CONFIG, help="YAML with model/train sections"),

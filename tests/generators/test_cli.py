@@ -93,3 +93,26 @@ def test_warm_start_lineage_keeps_every_earlier_stage(tmp_path: Path) -> None:
     shipped = json.loads(SHIPPED_CHECKPOINT.with_suffix(".json").read_text())
     if shipped.get("lineage"):
         assert shipped["training_steps_total"] == sum(st["step"] for st in shipped["lineage"]) + shipped["step"]
+
+
+def test_ship_generator_copies_weights_with_their_lineage(tmp_path: Path) -> None:
+    """`tessera train ship-generator` ships a warm-started tiny model: weights copied, lineage and step total kept."""
+    import yaml
+
+    from generators.model import save_weights
+    from tests.generators.conftest import random_crystals, tiny_model
+
+    model = tiny_model(random_crystals(20, seed=4), type_process="masked", num_steps=200)  # sampler.yaml: 200 steps
+    src = tmp_path / "work" / "best_ema.pt"
+    src.parent.mkdir()
+    save_weights(model, src, extra={"step": 30, "metrics": {"val_loss": 1.0},
+                                    "lineage": [{"step": 100, "weights_sha256": "b" * 64}]})
+    config = tmp_path / "gen.yaml"
+    config.write_text(yaml.safe_dump({"model": {}, "train": {}, "shipped": str(tmp_path / "ship" / "g.pt")}))
+    res = runner.invoke(app, ["train", "ship-generator", "--config", str(config), "--from", str(src), "--n-check", "2", "--json"],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.stderr
+    shipped = tmp_path / "ship" / "g.pt"
+    assert shipped.read_bytes() == src.read_bytes()
+    meta = json.loads(shipped.with_suffix(".json").read_text())
+    assert meta["training_steps_total"] == 130 and meta["sample_check"]["n"] == 2
