@@ -264,7 +264,8 @@ class MaskedTypes:
         return self.num_types + 1
 
     def mask_prob(self, t: torch.Tensor) -> torch.Tensor:
-        """(...,) long timesteps -> (...,) float probability that an atom is masked at t."""
+        """(...,) timesteps (long, or float on a sampler's remapped clock) -> (...,) float probability that an
+        atom is masked at t."""
         return t.float() / self.num_steps
 
     def encode(self, types: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
@@ -311,7 +312,7 @@ class MaskedTypes:
         """One reverse step t -> s (< t) per atom.
 
         state: (N, K + 1); probs: (N, K) clean-type distribution (0 for elements masked out);
-        t, s: (N,) long. At s = 0 every atom is revealed.
+        t, s: (N,) timesteps (long, or float on a sampler's remapped clock). At s = 0 every atom is revealed.
         """
         m_t, m_s = self.mask_prob(t), self.mask_prob(s)
         reveal_p = ((m_t - m_s) / m_t.clamp_min(1e-12)).clamp(0.0, 1.0)

@@ -47,7 +47,10 @@ class SamplerConfig:
     reverse step of the type field moves toward: "mean" (the expected one-hot, sum_k p_k e_k) or "sample"
     (a one-hot drawn from p per atom and step). With "mean" every atom stays a blend until the last steps
     and then settles independently (a soup of elements); with "sample" atoms take provisional identities
-    that the network sees and can make the rest of the crystal consistent with."""
+    that the network sees and can make the rest of the crystal consistent with. type_reveal_power: masked
+    type process only; at reverse step t the types follow the mask schedule m(t) = (t / T)^p instead of the
+    trained m(t) = t / T. p > 1 reveals atoms earlier, while the lattice and coordinates are still coarse,
+    so the structure forms around a composition that is already known; 1 is the trained schedule."""
 
     num_steps: int = 200
     corrector_steps: int = 0
@@ -57,6 +60,7 @@ class SamplerConfig:
     commit_elements_at: int = 0
     commit_cover: bool = False
     type_x0: str = "mean"
+    type_reveal_power: float = 1.0
     commit_n_elements_probs: tuple[float, ...] = (0.0037, 0.211, 0.67, 0.1033, 0.0117, 0.0004)
 
     @classmethod
@@ -132,6 +136,10 @@ class Sampler:
             raise ValueError(f"type_x0 must be 'mean' or 'sample', got {config.type_x0!r}")
         if not 1 <= config.num_steps <= model.config.num_steps:
             raise ValueError(f"num_steps must be in 1..{model.config.num_steps}, got {config.num_steps}")
+        if not config.type_reveal_power > 0:
+            raise ValueError(f"type_reveal_power must be > 0, got {config.type_reveal_power}")
+        if config.type_reveal_power != 1.0 and model.type_process.continuous:
+            raise ValueError("type_reveal_power applies to a masked type process only")
         self.model, self.config = model, config
         self.backbone: Backbone = backbone if backbone is not None else model.net
         T = model.config.num_steps
@@ -261,6 +269,15 @@ class Sampler:
         drawn = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
         return torch.nn.functional.one_hot(drawn, probs.shape[-1]).to(probs.dtype)
 
+    def _type_clock(self, t: torch.Tensor) -> torch.Tensor:
+        """(N,) long timesteps -> the type process's time: t itself on the trained schedule, else the float
+        T * (t / T)^p (SamplerConfig.type_reveal_power), which MaskedTypes.mask_prob reads as m = (t / T)^p."""
+        p = self.config.type_reveal_power
+        if p == 1.0:
+            return t
+        T = self.model.config.num_steps
+        return T * (t.double() / T) ** p
+
     def draw_n_atoms(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """(n,) atom counts from the training prior."""
         prior = torch.tensor(self.model.n_atoms_prior, dtype=torch.float64)
@@ -332,7 +349,9 @@ class Sampler:
                     state.lattice_code, x0.lattice_code, t_vec, s_vec, torch.randn((B, 6), generator=gen)
                 )
                 frac = m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen))
-                types = m.type_process.reverse_step(state.types, self._type_target(x0.type_probs, gen), t_atom, s_atom, gen)
+                types = m.type_process.reverse_step(
+                    state.types, self._type_target(x0.type_probs, gen), self._type_clock(t_atom), self._type_clock(s_atom), gen
+                )
                 new = NoisyCrystal(
                     lattice_code=lattice_code,
                     frac=frac,

@@ -207,3 +207,28 @@ def test_warm_start_carries_a_gaussian_model_into_a_masked_one(small_data: Cryst
             assert torch.all(dst[name][:, -1] == 0)
         else:
             assert torch.equal(dst[name], value), name
+
+
+def test_type_reveal_power_reveals_atoms_on_the_remapped_schedule(small_data: CrystalArrays) -> None:
+    """With type_reveal_power p the share of still-masked atoms after the step to s is (s / T)^p (the forward
+    marginal of the remapped schedule), every atom is revealed at the end, and p = 1 is the trained t / T."""
+    model = tiny_model(small_data, type_process="masked")
+    T = model.config.num_steps
+    n_atoms = torch.full((64,), 8)
+    for p in (1.0, 3.0):
+        sampler = Sampler(model=model, config=SamplerConfig(num_steps=20, type_reveal_power=p))
+        masked_share: dict[int, float] = {}
+
+        def record(state: NoisyCrystal, info: StepInfo) -> NoisyCrystal:
+            masked_share[info.s] = float(model.type_process.is_masked(state.types).float().mean())
+            return state
+
+        out = sampler.sample(n_atoms=n_atoms, seed=0, hooks=[record])
+        assert masked_share[0] == 0.0 and out.types.max() < len(VOCAB)
+        for s in (74, 48, 27):  # steps of the 20-step schedule; 512 atoms: binomial sd <= 0.022
+            assert masked_share[s] == pytest.approx((s / T) ** p, abs=0.08), (p, s)
+
+
+def test_type_reveal_power_is_refused_for_a_continuous_type_process(small_data: CrystalArrays) -> None:
+    with pytest.raises(ValueError, match="masked type process only"):
+        Sampler(model=tiny_model(small_data), config=SamplerConfig(num_steps=10, type_reveal_power=2.0))
