@@ -138,8 +138,6 @@ class Sampler:
             raise ValueError(f"num_steps must be in 1..{model.config.num_steps}, got {config.num_steps}")
         if not config.type_reveal_power > 0:
             raise ValueError(f"type_reveal_power must be > 0, got {config.type_reveal_power}")
-        if config.type_reveal_power != 1.0 and model.type_process.continuous:
-            raise ValueError("type_reveal_power applies to a masked type process only")
         self.model, self.config = model, config
         self.backbone: Backbone = backbone if backbone is not None else model.net
         T = model.config.num_steps
@@ -273,7 +271,7 @@ class Sampler:
         """(N,) long timesteps -> the type process's time: t itself on the trained schedule, else the float
         T * (t / T)^p (SamplerConfig.type_reveal_power), which MaskedTypes.mask_prob reads as m = (t / T)^p."""
         p = self.config.type_reveal_power
-        if p == 1.0:
+        if p == 1.0 or self.model.type_process.continuous:
             return t
         T = self.model.config.num_steps
         return T * (t.double() / T) ** p

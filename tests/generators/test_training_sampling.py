@@ -229,6 +229,9 @@ def test_type_reveal_power_reveals_atoms_on_the_remapped_schedule(small_data: Cr
             assert masked_share[s] == pytest.approx((s / T) ** p, abs=0.08), (p, s)
 
 
-def test_type_reveal_power_is_refused_for_a_continuous_type_process(small_data: CrystalArrays) -> None:
-    with pytest.raises(ValueError, match="masked type process only"):
-        Sampler(model=tiny_model(small_data), config=SamplerConfig(num_steps=10, type_reveal_power=2.0))
+def test_type_reveal_power_leaves_a_continuous_type_process_alone(small_data: CrystalArrays) -> None:
+    """One sampler config serves both kinds of checkpoint: a Gaussian-type model samples the same with any p."""
+    model = tiny_model(small_data)
+    runs = [sample_many(model=model, config=SamplerConfig(num_steps=10, type_reveal_power=p), n=3, seed=1)[0]
+            for p in (1.0, 3.0)]
+    assert torch.equal(runs[0].types, runs[1].types) and torch.equal(runs[0].frac, runs[1].frac)
