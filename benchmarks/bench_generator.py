@@ -227,6 +227,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, default=REPO_ROOT / "data" / "checkpoints" / "generator.pt")
     ap.add_argument("--sampler-config", type=Path, default=CONFIG_DIR / "sampler.yaml")
     ap.add_argument("--steps", type=int, default=0, help="override reverse steps")
+    ap.add_argument("--type-reveal-power", type=float, default=None,
+                    help="override the sampler config's type_reveal_power (1 = the trained reveal clock)")
     ap.add_argument("--no-evaluate", action="store_true", help="skip CHGNet relaxation / hull / S.U.N.")
     ap.add_argument("--no-baselines", action="store_true", help="skip the pyxtal and held-out sets")
     ap.add_argument("--n-eval-baseline", type=int, default=64,
@@ -246,6 +248,8 @@ def main() -> None:
     batch_size = int(scfg.pop("batch_size", 128))
     if args.steps:
         scfg["num_steps"] = args.steps
+    if args.type_reveal_power is not None:
+        scfg["type_reveal_power"] = args.type_reveal_power
     sampler_cfg = SamplerConfig.from_dict(scfg)
     meta_path = args.checkpoint.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
