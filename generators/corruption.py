@@ -306,6 +306,14 @@ class MaskedTypes:
         """(N, K + 1) state -> (N,) bool."""
         return state[:, -1] > 0.5
 
+    def _reveal_mask(
+        self, state: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """(N,) bool: the masked atoms revealed by the step t -> s, each with probability (m(t) - m(s)) / m(t)."""
+        m_t, m_s = self.mask_prob(t), self.mask_prob(s)
+        reveal_p = ((m_t - m_s) / m_t.clamp_min(1e-12)).clamp(0.0, 1.0)
+        return self.is_masked(state) & (torch.rand(state.shape[0], generator=generator) < reveal_p)
+
     def reverse_step(
         self, state: torch.Tensor, probs: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
@@ -314,11 +322,58 @@ class MaskedTypes:
         state: (N, K + 1); probs: (N, K) clean-type distribution (0 for elements masked out);
         t, s: (N,) timesteps (long, or float on a sampler's remapped clock). At s = 0 every atom is revealed.
         """
-        m_t, m_s = self.mask_prob(t), self.mask_prob(s)
-        reveal_p = ((m_t - m_s) / m_t.clamp_min(1e-12)).clamp(0.0, 1.0)
         masked = self.is_masked(state)
-        reveal = masked & (torch.rand(masked.shape, generator=generator) < reveal_p)
+        reveal = self._reveal_mask(state, t, s, generator)
         drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         current = state[:, : self.num_types].argmax(-1)
         new_types = torch.where(reveal, drawn, current)
         return self.encode(new_types, masked & ~reveal)
+
+    def reverse_step_within_budget(
+        self,
+        state: torch.Tensor,
+        probs: torch.Tensor,
+        t: torch.Tensor,
+        s: torch.Tensor,
+        generator: torch.Generator,
+        *,
+        batch: torch.Tensor,
+        n_elements: torch.Tensor,
+    ) -> torch.Tensor:
+        """``reverse_step`` for crystals that must end with exactly ``n_elements`` distinct elements each.
+
+        batch: (N,) crystal index of each atom, atoms of a crystal contiguous (``batch_index``);
+        n_elements: (B,) long target per crystal (at most its atom count). The atoms a step reveals are drawn
+        one per crystal per round, each knowing the elements already placed in its crystal: once the target
+        is reached an atom may only repeat a placed element; when the masked atoms left are just enough to
+        supply the missing elements, it must bring a new one. Otherwise it is drawn from ``probs`` as usual.
+        Where that restriction leaves no probability (a type mask narrower than the target), the atom falls
+        back to ``probs`` and the crystal ends with fewer elements.
+        """
+        K = self.num_types
+        masked = self.is_masked(state)
+        reveal = self._reveal_mask(state, t, s, generator)
+        types = state[:, :K].argmax(-1)
+        placed = torch.zeros(n_elements.shape[0], K, dtype=torch.bool)
+        placed[batch[~masked], types[~masked]] = True
+        n_masked = torch.zeros(n_elements.shape[0], dtype=torch.long).index_add_(0, batch, masked.long())
+        pending = reveal.clone()
+        while bool(pending.any()):
+            idx = pending.nonzero().flatten()
+            crystal = batch[idx]
+            first = torch.ones_like(idx, dtype=torch.bool)
+            first[1:] = crystal[1:] != crystal[:-1]
+            atoms, crystal = idx[first], crystal[first]
+            have = placed[crystal]
+            missing = n_elements[crystal] - have.sum(-1)
+            allowed = torch.ones_like(have)
+            allowed = torch.where((missing <= 0).unsqueeze(-1), have, allowed)
+            allowed = torch.where((missing >= n_masked[crystal]).unsqueeze(-1), ~have, allowed)
+            p = probs[atoms] * allowed
+            p = torch.where(p.sum(-1, keepdim=True) > 0, p, probs[atoms])
+            drawn = torch.multinomial(p, 1, generator=generator).squeeze(-1)
+            types[atoms] = drawn
+            placed[crystal, drawn] = True
+            n_masked[crystal] -= 1
+            pending[atoms] = False
+        return self.encode(types, masked & ~reveal)

@@ -26,6 +26,7 @@ from typing import Iterator, Protocol, Sequence
 
 import torch
 
+from generators.corruption import MaskedTypes
 from generators.crystal import CrystalBatch, batch_index
 from generators.denoiser import Backbone, NoisyCrystal, Prediction
 from generators.model import DiffusionModel
@@ -50,7 +51,11 @@ class SamplerConfig:
     that the network sees and can make the rest of the crystal consistent with. type_reveal_power: masked
     type process only; at reverse step t the types follow the mask schedule m(t) = (t / T)^p instead of the
     trained m(t) = t / T. p > 1 reveals atoms earlier, while the lattice and coordinates are still coarse,
-    so the structure forms around a composition that is already known; 1 is the trained schedule."""
+    so the structure forms around a composition that is already known; 1 is the trained schedule.
+    element_budget: masked type process only; each crystal draws a number of distinct elements k from
+    commit_n_elements_probs (k <= its atoms and <= the elements a type mask allows) and its atoms are
+    revealed so that it ends with exactly k (MaskedTypes.reverse_step_within_budget), which element they
+    are still being the network's choice."""
 
     num_steps: int = 200
     corrector_steps: int = 0
@@ -61,6 +66,7 @@ class SamplerConfig:
     commit_cover: bool = False
     type_x0: str = "mean"
     type_reveal_power: float = 1.0
+    element_budget: bool = False
     commit_n_elements_probs: tuple[float, ...] = (0.0037, 0.211, 0.67, 0.1033, 0.0117, 0.0004)
 
     @classmethod
@@ -214,13 +220,9 @@ class Sampler:
         c = self.config
         B, K = state.n_atoms.shape[0], probs.shape[1]
         mean = torch.zeros(B, K).index_add_(0, state.batch, probs.detach()) / state.n_atoms.unsqueeze(-1)
-        k = torch.multinomial(torch.tensor(c.commit_n_elements_probs, dtype=torch.float64), B, replacement=True,
-                              generator=gen) + 1
-        k = torch.minimum(k, state.n_atoms)
-        if mask is not None:  # never more elements than the user allowed
-            allowed = torch.zeros(B, K).index_add_(0, state.batch, mask.float()) > 0
-            k = torch.minimum(k, allowed.sum(-1))
-            mean = mean * allowed
+        k = self._draw_n_elements(state, mask, gen)  # never more elements than the user allowed
+        if mask is not None:
+            mean = mean * (torch.zeros(B, K).index_add_(0, state.batch, mask.float()) > 0)
         gumbel = -torch.log(-torch.log(torch.rand(B, K, generator=gen).clamp(1e-12, 1 - 1e-12)))
         keys = torch.log(mean.clamp_min(1e-30)) + gumbel
         order = keys.argsort(-1, descending=True)
@@ -233,6 +235,20 @@ class Sampler:
         if c.commit_cover:
             new = self._pin_one_atom_per_element(new, keep, probs.detach(), state)
         return new
+
+    def _draw_n_elements(
+        self, state: NoisyCrystal, mask: torch.Tensor | None, gen: torch.Generator
+    ) -> torch.Tensor:
+        """(B,) long number of distinct elements per crystal, drawn from commit_n_elements_probs and capped
+        by the crystal's atom count and by the elements its type mask allows."""
+        B = state.n_atoms.shape[0]
+        probs = torch.tensor(self.config.commit_n_elements_probs, dtype=torch.float64)
+        k = torch.multinomial(probs, B, replacement=True, generator=gen) + 1
+        k = torch.minimum(k, state.n_atoms)
+        if mask is not None:
+            allowed = torch.zeros(B, mask.shape[1]).index_add_(0, state.batch, mask.float()) > 0
+            k = torch.minimum(k, allowed.sum(-1))
+        return k
 
     @staticmethod
     def _pin_one_atom_per_element(
@@ -321,6 +337,9 @@ class Sampler:
                 raise ValueError("type_mask allows no element for some atom")
         B = state.n_atoms.shape[0]
         committed = False
+        budget = None
+        if c.element_budget and not m.type_process.continuous:
+            budget = self._draw_n_elements(state, mask, gen)
         schedule = self.timesteps
         if initial is not None:
             # Start part-way (reconstruction, SDEdit-style edits): from the initial state's step down.
@@ -347,9 +366,17 @@ class Sampler:
                     state.lattice_code, x0.lattice_code, t_vec, s_vec, torch.randn((B, 6), generator=gen)
                 )
                 frac = m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen))
-                types = m.type_process.reverse_step(
-                    state.types, self._type_target(x0.type_probs, gen), self._type_clock(t_atom), self._type_clock(s_atom), gen
-                )
+                if budget is None:
+                    types = m.type_process.reverse_step(
+                        state.types, self._type_target(x0.type_probs, gen), self._type_clock(t_atom),
+                        self._type_clock(s_atom), gen,
+                    )
+                else:
+                    assert isinstance(m.type_process, MaskedTypes)
+                    types = m.type_process.reverse_step_within_budget(
+                        state.types, x0.type_probs, self._type_clock(t_atom), self._type_clock(s_atom), gen,
+                        batch=state.batch, n_elements=budget,
+                    )
                 new = NoisyCrystal(
                     lattice_code=lattice_code,
                     frac=frac,

@@ -235,3 +235,29 @@ def test_type_reveal_power_leaves_a_continuous_type_process_alone(small_data: Cr
     runs = [sample_many(model=model, config=SamplerConfig(num_steps=10, type_reveal_power=p), n=3, seed=1)[0]
             for p in (1.0, 3.0)]
     assert torch.equal(runs[0].types, runs[1].types) and torch.equal(runs[0].frac, runs[1].frac)
+
+
+def test_element_budget_ends_each_masked_crystal_with_its_drawn_element_count(small_data: CrystalArrays) -> None:
+    """With element_budget every crystal of a masked model ends with exactly the k distinct elements it drew
+    (capped by its atoms and its type mask), the counts follow commit_n_elements_probs, and the run is
+    seeded. An untrained tiny model left alone puts near-random elements on its atoms (mostly 4+ distinct
+    in a 6-atom cell), so the budget is what sets the count."""
+    model = tiny_model(small_data, type_process="masked")
+    probs = (0.2, 0.5, 0.3)
+    cfg = SamplerConfig(num_steps=12, type_reveal_power=3.0, element_budget=True, commit_n_elements_probs=probs)
+    batches = sample_many(model=model, config=cfg, n=300, seed=4, n_atoms=6, batch_size=100)
+    counts = np.array([len(set(t.tolist())) for b in batches for _, _, t in b.split()])
+    assert set(counts.tolist()) <= {1, 2, 3}
+    shares = np.bincount(counts, minlength=4)[1:] / len(counts)
+    assert shares == pytest.approx(probs, abs=0.09)  # 300 draws: binomial sd <= 0.029
+    free = sample_many(model=model, config=replace(cfg, element_budget=False), n=100, seed=4, n_atoms=6)[0]
+    assert np.mean([len(set(t.tolist())) for _, _, t in free.split()]) > 3.0
+    again = sample_many(model=model, config=cfg, n=300, seed=4, n_atoms=6, batch_size=100)
+    assert all(torch.equal(a.types, b.types) and torch.equal(a.frac, b.frac) for a, b in zip(batches, again))
+    # Small cells and narrow masks cap k: two-atom cells over two allowed elements have at most two.
+    allowed = [VOCAB.index(3), VOCAB.index(8)]
+    cfg3 = replace(cfg, commit_n_elements_probs=(0.0, 0.0, 1.0))
+    (pairs,) = sample_many(model=model, config=cfg3, n=20, seed=1, n_atoms=2, allowed_types=allowed)
+    assert all(set(t.tolist()) == set(allowed) for _, _, t in pairs.split())
+    (triples,) = sample_many(model=model, config=cfg3, n=20, seed=1, n_atoms=5, allowed_types=allowed + [VOCAB.index(17)])
+    assert all(len(set(t.tolist())) == 3 for _, _, t in triples.split())
