@@ -4,9 +4,10 @@ For each p in --powers, samples --n crystals (seed --seed) with configs/sampler.
 type_reveal_power = p, and prints the Wasserstein distances of density (g/cm^3) and of the number of
 elements to the test split: over all n, and the mean over n/256 disjoint sets of 256 (the size the
 [generator] target is stated on). No relaxation: S.U.N. per p needs bench_generator.py with
---sampler-config. Writes benchmarks/results/reveal_clock.json.
+--sampler-config. `--set KEY=VALUE` (repeatable) overrides any other sampler setting for every row,
+e.g. `--set element_budget=true`. Writes benchmarks/results/reveal_clock.json (or --out).
 
-Run: .venv/bin/python benchmarks/bench_reveal_clock.py [--n 1024] [--powers 1,2,3] [--seed 11]
+Run: .venv/bin/python benchmarks/bench_reveal_clock.py [--n 1024] [--powers 1,2,3] [--seed 11] [--set K=V]
 """
 
 from __future__ import annotations
@@ -37,12 +38,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--checkpoint", type=Path, default=REPO_ROOT / "data" / "checkpoints" / "generator.pt")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="sampler setting for every row (YAML value), e.g. element_budget=true")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "reveal_clock.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     scfg = yaml.safe_load((CONFIG_DIR / "sampler.yaml").read_text())
     batch_size = int(scfg.pop("batch_size", 128))
-    base = SamplerConfig.from_dict(scfg)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    base = SamplerConfig.from_dict({**scfg, **overrides})
     model = load_weights(args.checkpoint)
     reference = [row_to_structure(r) for _, r in load_pool("test").iterrows()]
     rows = []
@@ -66,7 +75,8 @@ def main() -> None:
         print(f"p={p:g}: density W1 {row['wdist_density_all']:.3f} (sets of {SET_SIZE}: "
               f"{row['wdist_density_set_mean']:.3f}), element-count W1 {row['wdist_n_elements_all']:.3f}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"checkpoint": repo_relative(args.checkpoint), "seed": args.seed, "results": rows},
+    args.out.write_text(json.dumps({"checkpoint": repo_relative(args.checkpoint), "seed": args.seed,
+                                               "overrides": overrides, "results": rows},
                                    indent=1))
     print(f"wrote {args.out}")
 
