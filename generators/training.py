@@ -261,6 +261,9 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "meta": self.model.meta(),
             "train_config": asdict(self.config),
+            # What the run was started from (init_from, lineage) is known only at its start; a resumed
+            # process must carry it into the best checkpoint's JSON too.
+            "extra_meta": self.extra_meta,
         }
         tmp = self.ckpt_path.with_name(self.ckpt_path.name + ".tmp")
         torch.save(blob, tmp)
@@ -282,6 +285,7 @@ class Trainer:
         torch.set_rng_state(blob["rng"])
         self.step, self.elapsed_s = int(blob["step"]), float(blob["elapsed_s"])
         self.best_val, self.history = float(blob["best_val"]), list(blob["history"])
+        self.extra_meta = {**blob.get("extra_meta", {}), **self.extra_meta}
         return True
 
     # -- loop ----------------------------------------------------------------------------------

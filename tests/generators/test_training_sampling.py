@@ -47,6 +47,26 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
     assert (tmp_path / "b" / "best_ema.pt").exists()
 
 
+def test_a_resumed_run_keeps_the_lineage_it_was_started_with(small_data: CrystalArrays, tmp_path: Path) -> None:
+    """init_from and lineage are set only when a run starts; a trainer resumed in a new process must still
+    write them into every best_ema.json it saves (a stage-4 run once shipped without its lineage)."""
+    import json
+
+    first = _trainer(small_data, tmp_path, "masked")
+    first.extra_meta.update({"init_from": "data/checkpoints/generator.pt", "lineage": [{"step": 7}]})
+    list(first.iter_steps(max_steps=4))
+    first.save_checkpoint()
+    (tmp_path / "best_ema.json").unlink()
+    resumed = _trainer(small_data, tmp_path, "masked")
+    resumed.extra_meta["pool_hash"] = "abc"  # what the new process knows itself stays its own
+    assert "lineage" not in resumed.extra_meta and resumed.load_checkpoint()
+    resumed.best_val = float("inf")  # make the next validation save a best checkpoint
+    list(resumed.iter_steps())
+    meta = json.loads((tmp_path / "best_ema.json").read_text())
+    assert meta["init_from"] == "data/checkpoints/generator.pt" and meta["lineage"] == [{"step": 7}]
+    assert meta["step"] == 8 and meta["pool_hash"] == "abc"
+
+
 def test_validation_is_reproducible(small_data: CrystalArrays, tmp_path: Path) -> None:
     t = _trainer(small_data, tmp_path)
     assert t.validate() == t.validate()
