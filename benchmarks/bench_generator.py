@@ -36,7 +36,7 @@ from pymatgen.io.cif import CifWriter
 from generators.convert import to_structures
 from generators.crystal import collate
 from generators.model import load_weights
-from generators.sampler import Sampler, SamplerConfig, sample_many
+from generators.sampler import Sampler, SamplerConfig, parse_overrides, sample_many
 from tools.measures import is_compositionally_valid, is_structurally_valid, property_distances
 from tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
 from tools.pool import load_pool, row_to_structure
@@ -238,6 +238,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--recon-t", default="50,100,200,500", help="comma-separated noise steps for reconstruction")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other sampler setting (YAML value), e.g. element_budget=true")
     ap.add_argument("--spread-seeds", type=int, default=4,
                     help="further sample sets (seeds seed+1..) whose distribution distances show the seed-to-seed spread")
     args = ap.parse_args()
@@ -250,7 +252,10 @@ def main() -> None:
         scfg["num_steps"] = args.steps
     if args.type_reveal_power is not None:
         scfg["type_reveal_power"] = args.type_reveal_power
-    sampler_cfg = SamplerConfig.from_dict(scfg)
+    try:
+        sampler_cfg = SamplerConfig.from_dict({**scfg, **parse_overrides(args.set)})
+    except ValueError as err:
+        ap.error(f"--set: {err}")
     meta_path = args.checkpoint.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
 

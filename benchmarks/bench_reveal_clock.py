@@ -23,7 +23,7 @@ import yaml
 
 from generators.convert import to_structures
 from generators.model import load_weights
-from generators.sampler import SamplerConfig, sample_many
+from generators.sampler import SamplerConfig, parse_overrides, sample_many
 from tools.measures import property_distances
 from tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
 from tools.pool import load_pool, row_to_structure
@@ -45,13 +45,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     scfg = yaml.safe_load((CONFIG_DIR / "sampler.yaml").read_text())
     batch_size = int(scfg.pop("batch_size", 128))
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
-    base = SamplerConfig.from_dict({**scfg, **overrides})
+    try:
+        base = SamplerConfig.from_dict({**scfg, **parse_overrides(args.set)})
+    except ValueError as err:
+        ap.error(f"--set: {err}")
     model = load_weights(args.checkpoint)
     reference = [row_to_structure(r) for _, r in load_pool("test").iterrows()]
     rows = []

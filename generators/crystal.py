@@ -44,6 +44,13 @@ class CrystalBatch:
     def num_crystals(self) -> int:
         return int(self.n_atoms.shape[0])
 
+    @property
+    def n_elements(self) -> torch.Tensor:
+        """(B,) long number of distinct elements per crystal."""
+        stride = int(self.types.max()) + 1 if self.types.numel() else 1
+        pairs = torch.unique(self.batch * stride + self.types)  # one entry per (crystal, element)
+        return torch.bincount(pairs // stride, minlength=self.num_crystals)
+
     def to(self, device: str | torch.device) -> "CrystalBatch":
         return CrystalBatch(**{k: getattr(self, k).to(device) for k in self.__dataclass_fields__})
 

@@ -39,6 +39,8 @@ class NoisyCrystal:
     for the masked type process.
     batch: (N,) crystal index per atom; n_atoms: (B,) atoms per crystal.
     t: (B,) long timestep per crystal (1..T).
+    n_elements: (B,) long number of distinct elements the crystal is to have, 0 = not given; read only by
+    a network trained with that condition (ModelConfig.n_elements_condition), ignored otherwise.
     """
 
     lattice_code: torch.Tensor
@@ -47,6 +49,7 @@ class NoisyCrystal:
     batch: torch.Tensor
     n_atoms: torch.Tensor
     t: torch.Tensor
+    n_elements: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,9 @@ class CSPNet(nn.Module):
 
     Args: num_types K (vocabulary size), hidden width, num_layers, n_freq Fourier frequencies,
     time_dim of the time embedding, type_state_dim: width of the noisy type state (K for the continuous
-    one-hot, K + 1 for the masked process, whose last column is the mask token).
+    one-hot, K + 1 for the masked process, whose last column is the mask token). max_n_elements: > 0
+    adds a per-crystal embedding of the target number of distinct elements (index 0 = not given, counts
+    above the maximum share its row); 0 leaves the network unconditioned.
     """
 
     def __init__(
@@ -123,6 +128,7 @@ class CSPNet(nn.Module):
         n_freq: int = 10,
         time_dim: int = 64,
         type_state_dim: int | None = None,
+        max_n_elements: int = 0,
     ) -> None:
         super().__init__()
         self.num_types, self.n_freq, self.time_dim = num_types, n_freq, time_dim
@@ -130,6 +136,12 @@ class CSPNet(nn.Module):
         self.time_in = nn.Sequential(nn.Linear(time_dim + 1, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         # Lattice code (6) enters per crystal: into nodes, and into every edge via its graph features.
         self.lat_in = nn.Linear(6, hidden)
+        self.max_n_elements = max_n_elements
+        self.n_elements_in: nn.Embedding | None = None
+        if max_n_elements > 0:
+            # Zero rows: a network warm-started from an unconditioned one predicts exactly what it did.
+            self.n_elements_in = nn.Embedding(max_n_elements + 1, hidden)
+            nn.init.zeros_(self.n_elements_in.weight)
         edge_in = 6 * n_freq + 6
         self.layers = nn.ModuleList([CSPLayer(hidden=hidden, edge_in=edge_in) for _ in range(num_layers)])
         self.out_norm = nn.LayerNorm(hidden)
@@ -142,6 +154,9 @@ class CSPNet(nn.Module):
         log_n = torch.log(n_atoms.float()).unsqueeze(-1)
         g = self.time_in(torch.cat([sinusoidal_embedding(state.t, self.time_dim), log_n], dim=-1))
         g = g + self.lat_in(state.lattice_code)
+        if self.n_elements_in is not None:
+            k = state.n_elements if state.n_elements is not None else torch.zeros_like(n_atoms)
+            g = g + self.n_elements_in(k.clamp(0, self.max_n_elements))
         h = self.type_in(state.types) + g[batch]
         src, dst = full_edges(n_atoms)
         d = state.frac[src] - state.frac[dst]

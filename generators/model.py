@@ -38,10 +38,17 @@ class ModelConfig:
     # "gaussian": DDPM on the (scaled) continuous one-hot, as DiffCSP. "masked": absorbing-state discrete
     # diffusion (MatterGen's choice), atoms revealed one at a time; type_scale is then unused.
     type_process: str = "gaussian"
+    # > 0: the network also sees the number of distinct elements the crystal is to have (1..this; more
+    # share the top row), so the sampler can draw it from the data's statistics or take it from a goal
+    # ("a ternary"). Without it the type head must guess the count from the revealed atoms and tends to
+    # add one element too many. 0 = unconditioned (every model before stage 5).
+    n_elements_condition: int = 0
 
     def __post_init__(self) -> None:
         if self.type_process not in ("gaussian", "masked"):
             raise ValueError(f"type_process must be 'gaussian' or 'masked', got {self.type_process!r}")
+        if self.n_elements_condition < 0:
+            raise ValueError(f"n_elements_condition must be >= 0, got {self.n_elements_condition}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -92,6 +99,7 @@ class DiffusionModel:
             n_freq=config.n_freq,
             time_dim=config.time_dim,
             type_state_dim=len(vocab) + 1 if config.type_process == "masked" else len(vocab),
+            max_n_elements=config.n_elements_condition,
         )
         return cls(config=config, net=net, coder=coder, vocab=list(vocab), n_atoms_prior=list(n_atoms_prior))
 

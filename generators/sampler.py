@@ -55,7 +55,9 @@ class SamplerConfig:
     element_budget: masked type process only; each crystal draws a number of distinct elements k from
     commit_n_elements_probs (k <= its atoms and <= the elements a type mask allows) and its atoms are
     revealed so that it ends with exactly k (MaskedTypes.reverse_step_within_budget), which element they
-    are still being the network's choice."""
+    are still being the network's choice. A model trained with the element-count condition
+    (ModelConfig.n_elements_condition) is always given such a k, drawn the same way unless the caller
+    fixes it; element_budget then also enforces it exactly."""
 
     num_steps: int = 200
     corrector_steps: int = 0
@@ -75,6 +77,20 @@ class SamplerConfig:
         if unknown:
             raise ValueError(f"unknown sampler config keys: {sorted(unknown)}")
         return cls(**d)
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    """["element_budget=true", "num_steps=500"] -> {"element_budget": True, "num_steps": 500} (YAML values),
+    for command-line overrides of SamplerConfig fields; one clear ValueError for an item without '='."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -244,9 +260,16 @@ class Sampler:
         B = state.n_atoms.shape[0]
         probs = torch.tensor(self.config.commit_n_elements_probs, dtype=torch.float64)
         k = torch.multinomial(probs, B, replacement=True, generator=gen) + 1
+        return self._cap_n_elements(k, state, mask)
+
+    @staticmethod
+    def _cap_n_elements(k: torch.Tensor, state: NoisyCrystal, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B,) element counts capped by each crystal's atoms and by the elements its type mask allows."""
+        if k.shape != state.n_atoms.shape or bool((k < 1).any()):
+            raise ValueError(f"n_elements must be one count >= 1 per crystal, got {k.tolist()}")
         k = torch.minimum(k, state.n_atoms)
         if mask is not None:
-            allowed = torch.zeros(B, mask.shape[1]).index_add_(0, state.batch, mask.float()) > 0
+            allowed = torch.zeros(k.shape[0], mask.shape[1]).index_add_(0, state.batch, mask.float()) > 0
             k = torch.minimum(k, allowed.sum(-1))
         return k
 
@@ -321,10 +344,13 @@ class Sampler:
         hooks: Sequence[StepHook] = (),
         guidance: Guidance | None = None,
         initial: NoisyCrystal | None = None,
+        n_elements: torch.Tensor | None = None,
     ) -> Iterator[StepInfo]:
         """Yield a StepInfo after every reverse step; the last one has s = 0 and the clean crystal.
 
-        n_atoms: (B,) long. type_mask: (K,) bool of allowed vocabulary indices (or (N, K)).
+        n_atoms: (B,) long. type_mask: (K,) bool of allowed vocabulary indices (or (N, K)). n_elements:
+        (B,) long distinct elements per crystal, for a model conditioned on it or with element_budget
+        (None: drawn from commit_n_elements_probs); capped by atom count and type mask.
         """
         m, c = self.model, self.config
         gen = torch.Generator().manual_seed(int(seed))
@@ -338,8 +364,18 @@ class Sampler:
         B = state.n_atoms.shape[0]
         committed = False
         budget = None
-        if c.element_budget and not m.type_process.continuous:
-            budget = self._draw_n_elements(state, mask, gen)
+        conditioned = m.config.n_elements_condition > 0
+        use_budget = c.element_budget and not m.type_process.continuous
+        if n_elements is not None and not (conditioned or use_budget):
+            raise ValueError("n_elements needs a model trained with n_elements_condition or element_budget = true")
+        if conditioned or use_budget:
+            # Unconditioned models without a budget draw nothing here, so their recorded samples stand.
+            k = self._draw_n_elements(state, mask, gen) if n_elements is None else self._cap_n_elements(
+                n_elements.to(torch.long), state, mask)
+            if conditioned:
+                state = replace(state, n_elements=k)
+            if use_budget:
+                budget = k
         schedule = self.timesteps
         if initial is not None:
             # Start part-way (reconstruction, SDEdit-style edits): from the initial state's step down.
@@ -384,6 +420,7 @@ class Sampler:
                     batch=state.batch,
                     n_atoms=state.n_atoms,
                     t=s_vec,
+                    n_elements=state.n_elements,
                 )
             info = StepInfo(index=i, t=t, s=s, x0=x0, state=new, model=m, generator=gen)
             for hook in hooks:
@@ -409,11 +446,15 @@ class Sampler:
         )
 
     def reconstruct(self, batch: CrystalBatch, *, t: int, seed: int) -> CrystalBatch:
-        """Noise ``batch`` to step t, then run the reverse process from there (reconstruction test)."""
+        """Noise ``batch`` to step t, then run the reverse process from there (reconstruction test). A
+        model conditioned on the element count is given the true one, as it is given the atom count."""
         gen = torch.Generator().manual_seed(int(seed))
         initial = self.noised(batch, t, gen)
+        conditioned = self.model.config.n_elements_condition > 0 or (
+            self.config.element_budget and not self.model.type_process.continuous)
         last = None
-        for last in self.iter_steps(n_atoms=batch.n_atoms, seed=seed + 1, initial=initial):
+        for last in self.iter_steps(n_atoms=batch.n_atoms, seed=seed + 1, initial=initial,
+                                    n_elements=batch.n_elements if conditioned else None):
             pass
         assert last is not None
         return self.decode(last.state)
@@ -426,10 +467,12 @@ class Sampler:
         type_mask: torch.Tensor | None = None,
         hooks: Sequence[StepHook] = (),
         guidance: Guidance | None = None,
+        n_elements: torch.Tensor | None = None,
     ) -> CrystalBatch:
         """Run the reverse process to the end and decode: lattice (B, 3, 3) A, frac, type indices."""
         last = None
-        for last in self.iter_steps(n_atoms=n_atoms, seed=seed, type_mask=type_mask, hooks=hooks, guidance=guidance):
+        for last in self.iter_steps(n_atoms=n_atoms, seed=seed, type_mask=type_mask, hooks=hooks, guidance=guidance,
+                                    n_elements=n_elements):
             pass
         assert last is not None
         return self.decode(last.state)
@@ -456,12 +499,24 @@ def sample_many(
     batch_size: int = 128,
     n_atoms: int | None = None,
     allowed_types: Sequence[int] | None = None,
+    n_elements: int | None = None,
 ) -> list[CrystalBatch]:
     """Sample ``n`` crystals in batches; deterministic for (seed, n, batch_size, options).
 
     n_atoms: fixed atom count, or None to draw counts from the training prior. allowed_types:
-    vocabulary indices the types are restricted to (None: all). Returns one CrystalBatch per batch.
+    vocabulary indices the types are restricted to (None: all). n_elements: distinct elements per
+    crystal (capped by its atoms and the allowed types), or None to draw it from the data's statistics.
+    An asked-for count is exact with masked types (element_budget is switched on; a conditioned network
+    also knows it, so it picks elements that fit the count); a continuous-type model must be conditioned
+    on it and then follows it as well as it learned to. Returns one CrystalBatch per batch.
     """
+    if n_elements is not None:
+        if n_elements < 1:
+            raise ValueError(f"n_elements must be >= 1, got {n_elements}")
+        if not model.type_process.continuous:
+            config = replace(config, element_budget=True)
+        elif model.config.n_elements_condition == 0:
+            raise ValueError("n_elements needs a masked-type or element-count-conditioned checkpoint")
     sampler = Sampler(model=model, config=config)
     gen = torch.Generator().manual_seed(int(seed))
     if n_atoms is None:
@@ -476,7 +531,7 @@ def sample_many(
         mask[list(allowed_types)] = True
     out = []
     for k, start in enumerate(range(0, n, batch_size)):
-        out.append(
-            sampler.sample(n_atoms=counts[start : start + batch_size], seed=int(seed) * 100_003 + k, type_mask=mask)
-        )
+        batch_counts = counts[start : start + batch_size]
+        fixed = None if n_elements is None else torch.full_like(batch_counts, int(n_elements))
+        out.append(sampler.sample(n_atoms=batch_counts, seed=int(seed) * 100_003 + k, type_mask=mask, n_elements=fixed))
     return out

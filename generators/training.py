@@ -43,6 +43,9 @@ class TrainConfig:
     w_lattice: float = 1.0
     w_frac: float = 1.0
     w_type: float = 1.0
+    # Share of training crystals whose element count is hidden from an n_elements-conditioned network
+    # (it then sees 0, "not given"), so the same weights also sample without the condition.
+    n_elements_drop: float = 0.1
     val_every: int = 500
     val_size: int = 512
     ckpt_every_steps: int = 500
@@ -97,11 +100,14 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
-def denoising_losses(model: DiffusionModel, batch: CrystalBatch, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def denoising_losses(
+    model: DiffusionModel, batch: CrystalBatch, gen: torch.Generator, *, n_elements_drop: float = 0.0
+) -> dict[str, torch.Tensor]:
     """Per-field losses of one batch at uniformly drawn timesteps (all fields share t per crystal).
 
     lattice: MSE of the code noise; frac: MSE of the normalised wrapped-normal score; type: cross-entropy
-    of the clean type from its noisy one-hot.
+    of the clean type from its noisy one-hot. A network conditioned on the element count sees each
+    crystal's true count, hidden (0) for a share ``n_elements_drop`` of them.
     """
     B, N = batch.num_crystals, batch.frac.shape[0]
     T = model.config.num_steps
@@ -113,7 +119,13 @@ def denoising_losses(model: DiffusionModel, batch: CrystalBatch, gen: torch.Gene
     a_t = model.type_process.noisy(batch.types, t_atom, gen)
     f_t = model.frac_process.marginal(batch.frac, t_atom, torch.randn(N, 3, generator=gen))
     target = model.frac_process.target_score(f_t, batch.frac, t_atom) / model.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
-    pred = model.net(NoisyCrystal(lattice_code=code_t, frac=f_t, types=a_t, batch=batch.batch, n_atoms=batch.n_atoms, t=t))
+    n_elements = None
+    if model.config.n_elements_condition > 0:
+        # Drawn after every other noise of the step, so an unconditioned model's stream is unchanged.
+        hidden = torch.rand(B, generator=gen) < n_elements_drop
+        n_elements = batch.n_elements.masked_fill(hidden, 0)
+    pred = model.net(NoisyCrystal(lattice_code=code_t, frac=f_t, types=a_t, batch=batch.batch, n_atoms=batch.n_atoms,
+                                  t=t, n_elements=n_elements))
     return {
         "lattice": F.mse_loss(pred.lattice_eps, eps_l),
         "frac": F.mse_loss(pred.frac_score, target),
@@ -197,7 +209,7 @@ class Trainer:
         c = self.config
         self.model.net.train()
         batch = self.train.batch(self.batch_indices(self.step))
-        losses = denoising_losses(self.model, batch, _step_generator(c.seed, self.step))
+        losses = denoising_losses(self.model, batch, _step_generator(c.seed, self.step), n_elements_drop=c.n_elements_drop)
         loss = c.w_lattice * losses["lattice"] + c.w_frac * losses["frac"] + c.w_type * losses["type"]
         lr = self.lr_at(self.step)
         for g in self.opt.param_groups:

@@ -183,6 +183,8 @@ def sample_cmd(
     n: int = typer.Option(16, "--n", min=1, help="number of crystals"),
     atoms: int = typer.Option(0, "--atoms", min=0, help="atoms per cell (0: draw from the training prior)"),
     elements: str = typer.Option("", "--elements", help="restrict atom types, e.g. Li,Co,O"),
+    n_elements: int = typer.Option(0, "--n-elements", min=0,
+                                   help="distinct elements per crystal, e.g. 3 for ternaries (0: drawn from the data)"),
     seed: int = typer.Option(0, "--seed", help="random seed (same seed, same crystals)"),
     checkpoint: Path = typer.Option(SHIPPED_CHECKPOINT, "--checkpoint", help="weights file (default: shipped)"),
     steps: int = typer.Option(0, "--steps", min=0, help="reverse steps (0: configs/sampler.yaml)"),
@@ -193,9 +195,9 @@ def sample_cmd(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Sample crystals with the trained diffusion model, offline; record the run in the store."""
-    summary, _ = sample_to_folder(out=out, n=n, seed=seed, atoms=atoms, elements=elements, checkpoint=checkpoint,
-                               steps=steps, sampler_config=sampler_config, threads=threads, store=store,
-                               no_store=no_store)
+    summary, _ = sample_to_folder(out=out, n=n, seed=seed, atoms=atoms, elements=elements, n_elements=n_elements,
+                                  checkpoint=checkpoint, steps=steps, sampler_config=sampler_config, threads=threads,
+                                  store=store, no_store=no_store)
     if json_out:
         emit_json(summary)
     else:
@@ -209,6 +211,7 @@ def sample_to_folder(
     seed: int,
     atoms: int = 0,
     elements: str = "",
+    n_elements: int = 0,
     checkpoint: Path = SHIPPED_CHECKPOINT,
     steps: int = 0,
     sampler_config: Path = SAMPLER_CONFIG,
@@ -218,9 +221,10 @@ def sample_to_folder(
 ) -> tuple[dict[str, Any], list[Path]]:
     """Sample ``n`` crystals into ``out`` (candidates.jsonl + one CIF each), recording a ``sample`` run.
 
-    Returns the summary (n, seconds, crystals_per_s, seed, checkpoint, run_id, ...) and this run's CIF
-    paths (in sample order; other files already in ``out`` are not among them). Bad options exit
-    with one clear line (``fail``).
+    n_elements: distinct elements per crystal (0: drawn from the train split's statistics); capped by the
+    atom count and by ``elements``. Returns the summary (n, seconds, crystals_per_s, seed, checkpoint,
+    run_id, ...) and this run's CIF paths (in sample order; other files already in ``out`` are not among
+    them). Bad options exit with one clear line (``fail``).
     """
     import torch
 
@@ -242,16 +246,21 @@ def sample_to_folder(
     model = load_weights(checkpoint)
     config = SamplerConfig.from_dict(scfg)
     allowed = parse_elements(elements, model.vocab) if elements else None
+    if n_elements and model.config.n_elements_condition == 0 and model.type_process.continuous:
+        fail(f"--n-elements: checkpoint {checkpoint.name} has neither an element-count condition nor masked types")
+    if n_elements and allowed is not None and n_elements > len(set(allowed)):
+        err_console.print(f"warning: --n-elements {n_elements} but only {len(set(allowed))} elements allowed; capped")
     if atoms > len(model.n_atoms_prior):
         err_console.print(f"warning: {atoms} atoms is beyond the training range (<= {len(model.n_atoms_prior)})")
     ckpt_name = repo_relative(checkpoint)
-    run_params = {"n": n, "atoms": atoms or None, "elements": elements or None, "seed": seed, "checkpoint": ckpt_name,
+    run_params = {"n": n, "atoms": atoms or None, "elements": elements or None, "n_elements": n_elements or None,
+                  "seed": seed, "checkpoint": ckpt_name,
                   "batch_size": batch_size, "sampler": config.__dict__, "out": str(out)}
     run = None if no_store else open_sample_run(store, run_params, checkpoint=checkpoint, seed=seed)
     with run if run is not None else nullcontext():
         t0 = time.perf_counter()
         batches = sample_many(model=model, config=config, n=n, seed=seed, batch_size=batch_size,
-                              n_atoms=atoms or None, allowed_types=allowed)
+                              n_atoms=atoms or None, allowed_types=allowed, n_elements=n_elements or None)
         seconds = time.perf_counter() - t0
         out.mkdir(parents=True, exist_ok=True)
         structures = [s for batch in batches for s in to_structures(batch, model.vocab)]
@@ -267,7 +276,8 @@ def sample_to_folder(
                 fh.write(json.dumps({
                     "id": c.id, "formula": c.formula, "n_atoms": c.n_atoms, "cif": c.cif, "seed": seed, "index": i,
                     "checkpoint": ckpt_name, "volume_per_atom": s.volume / len(s),
-                    "elements_allowed": elements or None, "sampler": config.__dict__,
+                    "elements_allowed": elements or None, "n_elements_asked": n_elements or None,
+                    "sampler": config.__dict__,
                 }) + "\n")
         summary = {"n": len(candidates), "out": str(out), "seconds": seconds,
                    "crystals_per_s": len(candidates) / seconds, "seed": seed, "checkpoint": ckpt_name,

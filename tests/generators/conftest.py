@@ -43,6 +43,7 @@ def tiny_model(
     num_steps: int = 100,
     seed: int = 0,
     type_process: str = "gaussian",
+    n_elements_condition: int = 0,
 ) -> DiffusionModel:
     torch.manual_seed(seed)
     n = torch.tensor([len(t) for t in data.types])
@@ -50,7 +51,7 @@ def tiny_model(
     counts = np.bincount(n.numpy(), minlength=int(n.max()) + 1)[1:].astype(float)
     return DiffusionModel.create(
         config=ModelConfig(hidden=hidden, num_layers=num_layers, num_steps=num_steps, time_dim=16,
-                           type_process=type_process),
+                           type_process=type_process, n_elements_condition=n_elements_condition),
         coder=coder,
         vocab=VOCAB,
         n_atoms_prior=(counts / counts.sum()).tolist(),

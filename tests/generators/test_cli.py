@@ -67,6 +67,17 @@ def test_elements_and_atoms_restrict_the_output(tmp_path: Path) -> None:
         assert {el.symbol for el in s.composition.elements} <= {"Li", "Co", "O"}
 
 
+def test_n_elements_asks_for_ternaries(tmp_path: Path) -> None:
+    """`--n-elements 3` gives crystals of exactly three elements with the shipped (masked-type) checkpoint,
+    inside --elements."""
+    code, _, _ = _sample(tmp_path, "--n", "6", "--atoms", "8", "--n-elements", "3", "--elements", "Li,Fe,P,O,S", "--seed", "2")
+    assert code == 0
+    for line in (tmp_path / "candidates.jsonl").read_text().splitlines():
+        s = Structure.from_str(json.loads(line)["cif"], fmt="cif")
+        elements = {el.symbol for el in s.composition.elements}
+        assert len(elements) == 3 and elements <= {"Li", "Fe", "P", "O", "S"}
+
+
 def test_bad_element_is_one_clear_error(tmp_path: Path) -> None:
     res = runner.invoke(app, ["sample", "--out", str(tmp_path), "--elements", "Li,Xx"])
     assert res.exit_code != 0

@@ -58,3 +58,10 @@ def test_collate_and_split_round_trip() -> None:
     assert b.batch.tolist() == [0, 0, 1] and b.n_atoms.tolist() == [2, 1]
     parts = b.split()
     assert np.allclose(parts[1][0], lat * 2) and parts[1][2].tolist() == [2]
+
+
+def test_n_elements_counts_distinct_elements_per_crystal() -> None:
+    eye = np.eye(3)
+    batch = collate([eye] * 3, [np.zeros((3, 3)), np.zeros((1, 3)), np.zeros((4, 3))],
+                    [np.array([1, 1, 2]), np.array([4]), np.array([0, 3, 2, 0])])
+    assert batch.n_elements.tolist() == [2, 1, 3]

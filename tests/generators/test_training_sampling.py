@@ -281,3 +281,83 @@ def test_element_budget_ends_each_masked_crystal_with_its_drawn_element_count(sm
     assert all(set(t.tolist()) == set(allowed) for _, _, t in pairs.split())
     (triples,) = sample_many(model=model, config=cfg3, n=20, seed=1, n_atoms=5, allowed_types=allowed + [VOCAB.index(17)])
     assert all(len(set(t.tolist())) == 3 for _, _, t in triples.split())
+
+
+def _unaries_and_ternaries(n: int, seed: int) -> CrystalArrays:
+    """Six-atom cells, half with one element, half with three (two atoms each); elements from VOCAB."""
+    rng = np.random.default_rng(seed)
+    lattices, fracs, numbers = [], [], []
+    for i in range(n):
+        elements = rng.choice(VOCAB, size=1 if i % 2 == 0 else 3, replace=False)
+        lattices.append((6 * 15.0) ** (1 / 3) * (np.eye(3) + 0.1 * rng.normal(size=(3, 3))))
+        fracs.append(rng.random((6, 3)))
+        numbers.append(rng.permutation(np.repeat(elements, 6 // len(elements))))
+    return CrystalArrays.from_numbers(lattices=lattices, fracs=fracs, numbers=numbers, vocab=VOCAB)
+
+
+def _distinct(batches: list) -> np.ndarray:
+    return np.array([len(set(t.tolist())) for b in batches for _, _, t in b.split()])
+
+
+def test_an_element_count_condition_starts_from_the_unconditioned_predictions(small_data: CrystalArrays, small_batch) -> None:
+    """Warm-starting a conditioned network from an unconditioned one changes no prediction, for any count:
+    only the (zero) count embedding is new."""
+    source = tiny_model(small_data, seed=0, type_process="masked")
+    target = tiny_model(small_data, seed=1, type_process="masked", n_elements_condition=4)
+    assert warm_start(target, source) == ["n_elements_in.weight"]
+    sampler = Sampler(model=source, config=SamplerConfig(num_steps=10))
+    state = sampler.noised(small_batch, 40, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = source.net(state)
+        for k in ([0] * 6, [1, 2, 3, 4, 5, 6], None):
+            pred = target.net(replace(state, n_elements=None if k is None else torch.tensor(k)))
+            assert torch.equal(pred.type_logits, ref.type_logits) and torch.equal(pred.lattice_eps, ref.lattice_eps)
+
+
+def test_the_sampler_gives_a_conditioned_network_its_element_count_at_every_step(small_data: CrystalArrays) -> None:
+    """A conditioned model sees one count per crystal, fixed for the whole run: drawn from
+    commit_n_elements_probs, or the caller's, capped by the atoms and the allowed elements. An unconditioned
+    model refuses a count unless element_budget can enforce it."""
+    model = tiny_model(small_data, type_process="masked", n_elements_condition=4)
+    seen: list[torch.Tensor] = []
+
+    class Spy:  # the real network, watched
+        def predict(self, state: NoisyCrystal):
+            seen.append(state.n_elements.clone())
+            return model.net(state)
+
+    cfg = SamplerConfig(num_steps=6, commit_n_elements_probs=(0.0, 0.5, 0.5))
+    sampler = Sampler(model=model, config=cfg, backbone=Spy())
+    n_atoms = torch.tensor([1, 2, 5, 5, 5, 5, 5, 5])
+    sampler.sample(n_atoms=n_atoms, seed=3)
+    assert len(seen) == 6 and all(torch.equal(k, seen[0]) for k in seen)
+    assert seen[0][0] == 1 and seen[0][1] == 2 and set(seen[0][2:].tolist()) == {2, 3}
+    seen.clear()
+    allowed = torch.zeros(len(VOCAB), dtype=torch.bool)
+    allowed[:2] = True
+    sampler.sample(n_atoms=n_atoms, seed=3, type_mask=allowed, n_elements=torch.full((8,), 3))
+    assert seen[0].tolist() == [1, 2, 2, 2, 2, 2, 2, 2]
+    plain = tiny_model(small_data, type_process="masked")
+    with pytest.raises(ValueError, match="n_elements"):
+        Sampler(model=plain, config=cfg).sample(n_atoms=n_atoms, seed=3, n_elements=torch.full((8,), 2))
+    (forced,) = sample_many(model=plain, config=cfg, n=8, seed=3, n_atoms=6, n_elements=2)
+    assert _distinct([forced]).tolist() == [2] * 8
+
+
+@pytest.mark.slow
+def test_a_tiny_conditioned_model_learns_to_follow_the_element_count(tmp_path: Path) -> None:
+    """Trained on unary and ternary cells, a model conditioned on the count samples (nearly) unaries when
+    asked for one element and three or more elements when asked for three; before training both requests
+    give ~3.4 elements in a six-atom cell."""
+    data = _unaries_and_ternaries(128, seed=0)
+    model = tiny_model(data, hidden=48, num_layers=2, num_steps=50, type_process="masked", n_elements_condition=3)
+    cfg = TrainConfig(batch_size=32, lr=3e-3, warmup_steps=20, total_steps=800, val_every=10**6,
+                      ckpt_every_steps=10**6, ema_decay=0.95, n_elements_drop=0.2)
+    trainer = Trainer(model=model, config=cfg, train=data, val=data, work_dir=tmp_path)
+    for _ in trainer.iter_steps():
+        pass
+    trained = trainer.ema_model()
+    sampler_cfg = SamplerConfig(num_steps=50)
+    ones = _distinct(sample_many(model=trained, config=sampler_cfg, n=32, seed=1, n_atoms=6, n_elements=1))
+    threes = _distinct(sample_many(model=trained, config=sampler_cfg, n=32, seed=1, n_atoms=6, n_elements=3))
+    assert ones.mean() < 1.5 and threes.mean() > 2.5, (ones.mean(), threes.mean())
