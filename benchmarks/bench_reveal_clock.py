@@ -46,7 +46,8 @@ def main() -> None:
     scfg = yaml.safe_load((CONFIG_DIR / "sampler.yaml").read_text())
     batch_size = int(scfg.pop("batch_size", 128))
     try:
-        base = SamplerConfig.from_dict({**scfg, **parse_overrides(args.set)})
+        overrides = parse_overrides(args.set)
+        base = SamplerConfig.from_dict({**scfg, **overrides})
     except ValueError as err:
         ap.error(f"--set: {err}")
     model = load_weights(args.checkpoint)
