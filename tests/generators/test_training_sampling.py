@@ -347,8 +347,9 @@ def test_the_sampler_gives_a_conditioned_network_its_element_count_at_every_step
 @pytest.mark.slow
 def test_a_tiny_conditioned_model_learns_to_follow_the_element_count(tmp_path: Path) -> None:
     """Trained on unary and ternary cells, a model conditioned on the count samples (nearly) unaries when
-    asked for one element and three or more elements when asked for three; before training both requests
-    give ~3.4 elements in a six-atom cell."""
+    asked for one element and about three elements when asked for three, through the condition alone
+    (no element_budget). Before training both requests give ~3.7 elements in a six-atom cell; atoms
+    revealed in the same step choose independently, so three is overshot a little."""
     data = _unaries_and_ternaries(128, seed=0)
     model = tiny_model(data, hidden=48, num_layers=2, num_steps=50, type_process="masked", n_elements_condition=3)
     cfg = TrainConfig(batch_size=32, lr=3e-3, warmup_steps=20, total_steps=800, val_every=10**6,
@@ -356,8 +357,8 @@ def test_a_tiny_conditioned_model_learns_to_follow_the_element_count(tmp_path: P
     trainer = Trainer(model=model, config=cfg, train=data, val=data, work_dir=tmp_path)
     for _ in trainer.iter_steps():
         pass
-    trained = trainer.ema_model()
-    sampler_cfg = SamplerConfig(num_steps=50)
-    ones = _distinct(sample_many(model=trained, config=sampler_cfg, n=32, seed=1, n_atoms=6, n_elements=1))
-    threes = _distinct(sample_many(model=trained, config=sampler_cfg, n=32, seed=1, n_atoms=6, n_elements=3))
-    assert ones.mean() < 1.5 and threes.mean() > 2.5, (ones.mean(), threes.mean())
+    sampler = Sampler(model=trainer.ema_model(), config=SamplerConfig(num_steps=50))
+    n_atoms = torch.full((32,), 6)
+    ones = _distinct([sampler.sample(n_atoms=n_atoms, seed=1, n_elements=torch.full((32,), 1))])
+    threes = _distinct([sampler.sample(n_atoms=n_atoms, seed=1, n_elements=torch.full((32,), 3))])
+    assert ones.mean() < 1.7 and threes.mean() > ones.mean() + 1.5, (ones.mean(), threes.mean())
