@@ -166,6 +166,16 @@ class Sampler:
         ts = torch.linspace(T, 1, config.num_steps).round().long().unique_consecutive()
         self.timesteps = ts.tolist() + [0]
 
+    @property
+    def _uses_budget(self) -> bool:
+        return self.config.element_budget and not self.model.type_process.continuous
+
+    @property
+    def takes_element_count(self) -> bool:
+        """Whether each crystal gets a number of distinct elements (drawn or given): the network is
+        conditioned on it, or element_budget enforces it."""
+        return self.model.config.n_elements_condition > 0 or self._uses_budget
+
     # -- estimates ---------------------------------------------------------------------------
     def clean_estimate(
         self, state: NoisyCrystal, pred: Prediction, type_mask: torch.Tensor | None
@@ -364,17 +374,15 @@ class Sampler:
         B = state.n_atoms.shape[0]
         committed = False
         budget = None
-        conditioned = m.config.n_elements_condition > 0
-        use_budget = c.element_budget and not m.type_process.continuous
-        if n_elements is not None and not (conditioned or use_budget):
+        if n_elements is not None and not self.takes_element_count:
             raise ValueError("n_elements needs a model trained with n_elements_condition or element_budget = true")
-        if conditioned or use_budget:
+        if self.takes_element_count:
             # Unconditioned models without a budget draw nothing here, so their recorded samples stand.
             k = self._draw_n_elements(state, mask, gen) if n_elements is None else self._cap_n_elements(
                 n_elements.to(torch.long), state, mask)
-            if conditioned:
+            if m.config.n_elements_condition > 0:
                 state = replace(state, n_elements=k)
-            if use_budget:
+            if self._uses_budget:
                 budget = k
         schedule = self.timesteps
         if initial is not None:
@@ -450,11 +458,9 @@ class Sampler:
         model conditioned on the element count is given the true one, as it is given the atom count."""
         gen = torch.Generator().manual_seed(int(seed))
         initial = self.noised(batch, t, gen)
-        conditioned = self.model.config.n_elements_condition > 0 or (
-            self.config.element_budget and not self.model.type_process.continuous)
         last = None
         for last in self.iter_steps(n_atoms=batch.n_atoms, seed=seed + 1, initial=initial,
-                                    n_elements=batch.n_elements if conditioned else None):
+                                    n_elements=batch.n_elements if self.takes_element_count else None):
             pass
         assert last is not None
         return self.decode(last.state)
@@ -490,6 +496,12 @@ class Sampler:
         )
 
 
+def can_fix_n_elements(model: DiffusionModel) -> bool:
+    """Whether a caller may ask this model for a number of distinct elements per crystal: masked types
+    (element_budget enforces it) or a network conditioned on it."""
+    return not model.type_process.continuous or model.config.n_elements_condition > 0
+
+
 def sample_many(
     *,
     model: DiffusionModel,
@@ -513,10 +525,10 @@ def sample_many(
     if n_elements is not None:
         if n_elements < 1:
             raise ValueError(f"n_elements must be >= 1, got {n_elements}")
+        if not can_fix_n_elements(model):
+            raise ValueError("n_elements needs a masked-type or element-count-conditioned checkpoint")
         if not model.type_process.continuous:
             config = replace(config, element_budget=True)
-        elif model.config.n_elements_condition == 0:
-            raise ValueError("n_elements needs a masked-type or element-count-conditioned checkpoint")
     sampler = Sampler(model=model, config=config)
     gen = torch.Generator().manual_seed(int(seed))
     if n_atoms is None:

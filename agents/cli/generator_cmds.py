@@ -231,7 +231,7 @@ def sample_to_folder(
     from agents.recording import finish_sample_run, open_sample_run
     from generators.convert import to_structures
     from generators.model import load_weights
-    from generators.sampler import SamplerConfig, sample_many
+    from generators.sampler import SamplerConfig, can_fix_n_elements, sample_many
     from tools.candidate import Candidate
 
     torch.set_num_threads(threads)
@@ -246,7 +246,7 @@ def sample_to_folder(
     model = load_weights(checkpoint)
     config = SamplerConfig.from_dict(scfg)
     allowed = parse_elements(elements, model.vocab) if elements else None
-    if n_elements and model.config.n_elements_condition == 0 and model.type_process.continuous:
+    if n_elements and not can_fix_n_elements(model):
         fail(f"--n-elements: checkpoint {checkpoint.name} has neither an element-count condition nor masked types")
     if n_elements and allowed is not None and n_elements > len(set(allowed)):
         err_console.print(f"warning: --n-elements {n_elements} but only {len(set(allowed))} elements allowed; capped")
