@@ -173,7 +173,8 @@ def write_cifs(structures: list[Structure | None], folder: Path, prefix: str) ->
 
 
 def evaluate_set(
-    paths: list[Path], out_dir: Path, exclude_ids: list[str], n_total: int, max_seconds: float | None
+    paths: list[Path], out_dir: Path, exclude_ids: list[str], n_total: int, max_seconds: float | None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Stable / unique / novel / S.U.N. through tools.evaluate (CHGNet-relaxed, reference hull)."""
     from tools.evaluate import EvaluateParams, candidates_from_paths, evaluate
@@ -182,7 +183,7 @@ def evaluate_set(
     relax = load_relax_params()
     if max_seconds is not None:
         relax = relax.model_copy(update={"max_seconds": max_seconds})
-    params = EvaluateParams(exclude_ids=exclude_ids, relax=relax)
+    params = EvaluateParams(exclude_ids=exclude_ids, relax=relax, workers=workers)
     summary = evaluate(candidates_from_paths(paths), params, out_dir=out_dir)
     d = summary.model_dump(exclude={"params"})
     # Rates over all attempted structures (failed pyxtal generations count as failures).
@@ -236,6 +237,8 @@ def main() -> None:
     ap.add_argument("--relax-max-seconds", type=float, default=None, help="per-structure relaxation wall limit")
     ap.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "bench_generator")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval-workers", type=int, default=None,
+                    help="CHGNet relaxation workers (default one per core; 1 leaves a core to a training run)")
     ap.add_argument("--recon-t", default="50,100,200,500", help="comma-separated noise steps for reconstruction")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -310,7 +313,8 @@ def main() -> None:
                 structures = structures[: args.n_eval_baseline]
             paths = write_cifs(structures, args.work / name / "cifs", name)
             t2 = time.perf_counter()
-            ev = evaluate_set(paths, args.work / name / "eval", exclude, len(structures), args.relax_max_seconds)
+            ev = evaluate_set(paths, args.work / name / "eval", exclude, len(structures), args.relax_max_seconds,
+                              workers=args.eval_workers)
             ev["n_evaluated"] = len(structures)
             ev["wall_seconds"] = time.perf_counter() - t2
             result.setdefault(name, {})["evaluation"] = ev
