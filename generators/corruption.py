@@ -307,23 +307,52 @@ class MaskedTypes:
         return state[:, -1] > 0.5
 
     def _reveal_mask(
-        self, state: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator
+        self, state: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator,
+        force: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(N,) bool: the masked atoms revealed by the step t -> s, each with probability (m(t) - m(s)) / m(t)."""
+        """(N,) bool: the masked atoms revealed by the step t -> s, each with probability (m(t) - m(s)) / m(t),
+        and the (N,) bool ``force`` atoms whatever the draw (the same random numbers are drawn either way)."""
         m_t, m_s = self.mask_prob(t), self.mask_prob(s)
         reveal_p = ((m_t - m_s) / m_t.clamp_min(1e-12)).clamp(0.0, 1.0)
-        return self.is_masked(state) & (torch.rand(state.shape[0], generator=generator) < reveal_p)
+        reveal = torch.rand(state.shape[0], generator=generator) < reveal_p
+        if force is not None:
+            reveal = reveal | force
+        return self.is_masked(state) & reveal
+
+    def remask(
+        self, state: torch.Tensor, prob: float, generator: torch.Generator, *, batch: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hide one revealed atom per crystal again, in each crystal with probability ``prob``: a Gibbs move.
+
+        state: (N, K + 1); batch: (N,) crystal index of each atom. Returns the new state and the (N,) bool
+        atoms it hid (at most one per crystal, chosen uniformly among its revealed atoms), which the caller
+        reveals again in the same reverse step (``force``). The share of masked atoms thus stays on the
+        schedule, and each hidden atom is redrawn from the network's prediction given every other atom of
+        its crystal. One atom at a time, because atoms redrawn together would choose independently of
+        each other; an absorbing process otherwise never revises an atom revealed early, when the lattice
+        and coordinates were still coarse.
+        """
+        B = int(batch.max()) + 1 if batch.numel() else 0
+        revealed = ~self.is_masked(state)
+        key = torch.rand(state.shape[0], generator=generator).masked_fill(~revealed, -1.0)
+        best = torch.full((B,), -1.0).scatter_reduce(0, batch, key, reduce="amax")
+        move = torch.rand(B, generator=generator) < prob
+        hide = revealed & (key == best[batch]) & move[batch]
+        types = state[:, : self.num_types].argmax(-1)
+        return self.encode(types, ~revealed | hide), hide
 
     def reverse_step(
-        self, state: torch.Tensor, probs: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator
+        self, state: torch.Tensor, probs: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator,
+        force: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One reverse step t -> s (< t) per atom.
 
         state: (N, K + 1); probs: (N, K) clean-type distribution (0 for elements masked out);
-        t, s: (N,) timesteps (long, or float on a sampler's remapped clock). At s = 0 every atom is revealed.
+        t, s: (N,) timesteps (long, or float on a sampler's remapped clock); force: (N,) bool masked atoms
+        revealed whatever the schedule says (those ``remask`` hid). At s = 0 every atom is revealed.
         """
         masked = self.is_masked(state)
-        reveal = self._reveal_mask(state, t, s, generator)
+        reveal = self._reveal_mask(state, t, s, generator, force)
         drawn = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         current = state[:, : self.num_types].argmax(-1)
         new_types = torch.where(reveal, drawn, current)
@@ -339,6 +368,7 @@ class MaskedTypes:
         *,
         batch: torch.Tensor,
         n_elements: torch.Tensor,
+        force: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``reverse_step`` for crystals that must end with exactly ``n_elements`` distinct elements each.
 
@@ -348,11 +378,11 @@ class MaskedTypes:
         is reached an atom may only repeat a placed element; when the masked atoms left are just enough to
         supply the missing elements, it must bring a new one. Otherwise it is drawn from ``probs`` as usual.
         Where that restriction leaves no probability (a type mask narrower than the target), the atom falls
-        back to ``probs`` and the crystal ends with fewer elements.
+        back to ``probs`` and the crystal ends with fewer elements. force: as in ``reverse_step``.
         """
         K = self.num_types
         masked = self.is_masked(state)
-        reveal = self._reveal_mask(state, t, s, generator)
+        reveal = self._reveal_mask(state, t, s, generator, force)
         types = state[:, :K].argmax(-1)
         placed = torch.zeros(n_elements.shape[0], K, dtype=torch.bool)
         placed[batch[~masked], types[~masked]] = True

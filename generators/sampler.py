@@ -57,7 +57,12 @@ class SamplerConfig:
     revealed so that it ends with exactly k (MaskedTypes.reverse_step_within_budget), which element they
     are still being the network's choice. A model trained with the element-count condition
     (ModelConfig.n_elements_condition) is always given such a k, drawn the same way unless the caller
-    fixes it; element_budget then also enforces it exactly."""
+    fixes it; element_budget then also enforces it exactly. type_resample: masked type process only; at
+    each reverse step with type_resample_t_min <= t <= type_resample_t_max, each crystal with this
+    probability hides one of its revealed atoms again and redraws it in the same step from the network's
+    prediction given all its other atoms (MaskedTypes.remask; a Gibbs move). 0 is off: an absorbing
+    process never revises an atom, and with the p = 3 clock most atoms are revealed while the lattice and
+    coordinates are still coarse."""
 
     num_steps: int = 200
     corrector_steps: int = 0
@@ -70,6 +75,9 @@ class SamplerConfig:
     type_reveal_power: float = 1.0
     element_budget: bool = False
     commit_n_elements_probs: tuple[float, ...] = (0.0037, 0.211, 0.67, 0.1033, 0.0117, 0.0004)
+    type_resample: float = 0.0
+    type_resample_t_max: int = 1000
+    type_resample_t_min: int = 1
 
     @classmethod
     def from_dict(cls, d: dict) -> "SamplerConfig":
@@ -160,6 +168,8 @@ class Sampler:
             raise ValueError(f"num_steps must be in 1..{model.config.num_steps}, got {config.num_steps}")
         if not config.type_reveal_power > 0:
             raise ValueError(f"type_reveal_power must be > 0, got {config.type_reveal_power}")
+        if not 0.0 <= config.type_resample <= 1.0:
+            raise ValueError(f"type_resample must be a probability in [0, 1], got {config.type_resample}")
         self.model, self.config = model, config
         self.backbone: Backbone = backbone if backbone is not None else model.net
         T = model.config.num_steps
@@ -169,6 +179,12 @@ class Sampler:
     @property
     def _uses_budget(self) -> bool:
         return self.config.element_budget and not self.model.type_process.continuous
+
+    def _resamples_at(self, t: int) -> bool:
+        """Whether the reverse step from t re-masks and redraws revealed atoms (SamplerConfig.type_resample)."""
+        c = self.config
+        return (c.type_resample > 0 and not self.model.type_process.continuous
+                and c.type_resample_t_min <= t <= c.type_resample_t_max)
 
     @property
     def takes_element_count(self) -> bool:
@@ -398,6 +414,10 @@ class Sampler:
                 score = pred.frac_score * m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
                 frac = m.frac_process.corrector_step(state.frac, score, t_atom, c.step_lr, torch.randn((N, 3), generator=gen))
                 state = replace(state, frac=frac)
+            resampled = None
+            if self._resamples_at(t):
+                types, resampled = m.type_process.remask(state.types, c.type_resample, gen, batch=state.batch)
+                state = replace(state, types=types)
             pred, x0 = self._predict(state, mask, guidance)
             if c.commit_elements_at and not committed and t <= c.commit_elements_at:
                 committed = True
@@ -413,13 +433,13 @@ class Sampler:
                 if budget is None:
                     types = m.type_process.reverse_step(
                         state.types, self._type_target(x0.type_probs, gen), self._type_clock(t_atom),
-                        self._type_clock(s_atom), gen,
+                        self._type_clock(s_atom), gen, **({} if resampled is None else {"force": resampled}),
                     )
                 else:
                     assert isinstance(m.type_process, MaskedTypes)
                     types = m.type_process.reverse_step_within_budget(
                         state.types, x0.type_probs, self._type_clock(t_atom), self._type_clock(s_atom), gen,
-                        batch=state.batch, n_elements=budget,
+                        batch=state.batch, n_elements=budget, force=resampled,
                     )
                 new = NoisyCrystal(
                     lattice_code=lattice_code,

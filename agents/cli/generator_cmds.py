@@ -10,7 +10,7 @@ import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import typer
@@ -189,6 +189,8 @@ def sample_cmd(
     checkpoint: Path = typer.Option(SHIPPED_CHECKPOINT, "--checkpoint", help="weights file (default: shipped)"),
     steps: int = typer.Option(0, "--steps", min=0, help="reverse steps (0: configs/sampler.yaml)"),
     sampler_config: Path = typer.Option(SAMPLER_CONFIG, "--sampler-config", help="sampler YAML"),
+    settings: list[str] = typer.Option([], "--set", help="override a sampler setting, e.g. --set type_resample=1 "
+                                       "(repeatable; YAML values; see configs/sampler.yaml)"),
     threads: int = typer.Option(2, help="torch CPU threads"),
     store: str = typer.Option(None, "--store", help="candidate store (default: $TESSERA_STORE or the user data dir)"),
     no_store: bool = typer.Option(False, "--no-store", help="do not record the run in a store"),
@@ -197,7 +199,7 @@ def sample_cmd(
     """Sample crystals with the trained diffusion model, offline; record the run in the store."""
     summary, _ = sample_to_folder(out=out, n=n, seed=seed, atoms=atoms, elements=elements, n_elements=n_elements,
                                   checkpoint=checkpoint, steps=steps, sampler_config=sampler_config, threads=threads,
-                                  store=store, no_store=no_store)
+                                  store=store, no_store=no_store, settings=settings)
     if json_out:
         emit_json(summary)
     else:
@@ -218,11 +220,12 @@ def sample_to_folder(
     threads: int = 2,
     store: str | None = None,
     no_store: bool = False,
+    settings: Sequence[str] = (),
 ) -> tuple[dict[str, Any], list[Path]]:
     """Sample ``n`` crystals into ``out`` (candidates.jsonl + one CIF each), recording a ``sample`` run.
 
     n_elements: distinct elements per crystal (0: drawn from the train split's statistics); capped by the
-    atom count and by ``elements``. Returns the summary (n, seconds, crystals_per_s, seed, checkpoint,
+    atom count and by ``elements``. settings: "KEY=VALUE" overrides of the sampler YAML. Returns the summary (n, seconds, crystals_per_s, seed, checkpoint,
     run_id, ...) and this run's CIF paths (in sample order; other files already in ``out`` are not among
     them). Bad options exit with one clear line (``fail``).
     """
@@ -231,7 +234,7 @@ def sample_to_folder(
     from agents.recording import finish_sample_run, open_sample_run
     from generators.convert import to_structures
     from generators.model import load_weights
-    from generators.sampler import SamplerConfig, can_fix_n_elements, sample_many
+    from generators.sampler import Sampler, SamplerConfig, can_fix_n_elements, parse_overrides, sample_many
     from tools.candidate import Candidate
 
     torch.set_num_threads(threads)
@@ -243,8 +246,18 @@ def sample_to_folder(
     batch_size = int(scfg.pop("batch_size", 128))
     if steps:
         scfg["num_steps"] = steps
+    try:
+        overrides = parse_overrides(settings)
+        if "batch_size" in overrides:
+            batch_size = int(overrides.pop("batch_size"))
+        config = SamplerConfig.from_dict({**scfg, **overrides})
+    except (ValueError, TypeError) as exc:
+        fail(f"--set: {exc}")
     model = load_weights(checkpoint)
-    config = SamplerConfig.from_dict(scfg)
+    try:
+        Sampler(model=model, config=config)  # checks the settings against this checkpoint before any work
+    except ValueError as exc:
+        fail(f"sampler settings: {exc}")
     allowed = parse_elements(elements, model.vocab) if elements else None
     if n_elements and not can_fix_n_elements(model):
         fail(f"--n-elements: checkpoint {checkpoint.name} has neither an element-count condition nor masked types")

@@ -78,6 +78,23 @@ def test_n_elements_asks_for_ternaries(tmp_path: Path) -> None:
         assert len(elements) == 3 and elements <= {"Li", "Fe", "P", "O", "S"}
 
 
+def test_set_overrides_a_sampler_setting_and_rejects_bad_ones(tmp_path: Path) -> None:
+    """`--set type_resample=1` reaches the sampler (recorded with every crystal, and it changes the draw
+    from the same seed); an unknown key or an out-of-range value is one clear error, before any sampling."""
+    base = ("--n", "4", "--atoms", "6", "--seed", "4", "--no-store")
+    assert _sample(tmp_path / "plain", *base)[0] == 0
+    code, _, _ = _sample(tmp_path / "resampled", *base, "--set", "type_resample=1", "--set", "type_resample_t_max=1000")
+    assert code == 0
+    rows = [json.loads(line) for line in (tmp_path / "resampled" / "candidates.jsonl").read_text().splitlines()]
+    assert all(r["sampler"]["type_resample"] == 1 and r["sampler"]["type_resample_t_max"] == 1000 for r in rows)
+    plain = [json.loads(line)["cif"] for line in (tmp_path / "plain" / "candidates.jsonl").read_text().splitlines()]
+    assert [r["cif"] for r in rows] != plain
+    for bad, word in (("no_such_setting=1", "no_such_setting"), ("type_resample=2", "type_resample"), ("oops", "KEY=VALUE")):
+        res = runner.invoke(app, ["sample", "--out", str(tmp_path / "bad"), "--no-store", "--set", bad])
+        assert res.exit_code != 0 and word in res.stderr, (bad, res.stderr)
+        assert not (tmp_path / "bad" / "candidates.jsonl").exists()
+
+
 def test_bad_element_is_one_clear_error(tmp_path: Path) -> None:
     res = runner.invoke(app, ["sample", "--out", str(tmp_path), "--elements", "Li,Xx"])
     assert res.exit_code != 0

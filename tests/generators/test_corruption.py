@@ -134,3 +134,31 @@ def test_type_processes_agree_on_the_clean_end(process: TypeProcess) -> None:
     # A masked process knows a revealed atom's type exactly; a continuous one leaves the estimate to the network.
     expected = torch.nn.functional.one_hot(types, 4).float() if not process.continuous else uniform
     assert torch.allclose(clean, expected)
+
+
+def test_masked_types_resampling_redraws_one_revealed_atom_per_crystal_and_keeps_the_schedule() -> None:
+    """remask hides at most one atom per crystal, always a revealed one, in each crystal with the given
+    probability; revealed again in the same step (force), those atoms are redrawn from probs, the others
+    never change, and the share of masked atoms after the step stays m(s) = s / T."""
+    mt = MaskedTypes(num_steps=100, num_types=4)
+    g = torch.Generator().manual_seed(3)
+    n_crystals, per = 10_000, 4
+    n = n_crystals * per
+    batch = torch.arange(n_crystals).repeat_interleave(per)
+    first = torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(n, 4)
+    later = torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(n, 4)
+    state = mt.reverse_step(mt.prior(n), first, torch.full((n,), 100), torch.full((n,), 60), g)
+    revealed_before = ~mt.is_masked(state)
+    hidden_state, hidden = mt.remask(state, 0.5, g, batch=batch)
+    assert not (hidden & ~revealed_before).any()  # never a masked atom
+    per_crystal = torch.zeros(n_crystals, dtype=torch.long).index_add_(0, batch, hidden.long())
+    has_revealed = torch.zeros(n_crystals, dtype=torch.long).index_add_(0, batch, revealed_before.long()) > 0
+    assert per_crystal.max() == 1
+    assert per_crystal[has_revealed].float().mean() == pytest.approx(0.5, abs=0.02)
+    assert torch.equal(mt.is_masked(hidden_state), mt.is_masked(state) | hidden)
+    state = mt.reverse_step(hidden_state, later, torch.full((n,), 60), torch.full((n,), 30), g, force=hidden)
+    assert mt.is_masked(state).float().mean().item() == pytest.approx(0.30, abs=0.01)
+    types = state[:, :4].argmax(-1)
+    assert torch.all(types[hidden] == 3)  # redrawn from the new prediction
+    kept = revealed_before & ~hidden
+    assert torch.all(types[kept] == 0)  # untouched atoms never change
