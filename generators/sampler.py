@@ -62,7 +62,8 @@ class SamplerConfig:
     probability hides one of its revealed atoms again and redraws it in the same step from the network's
     prediction given all its other atoms (MaskedTypes.remask; a Gibbs move). 0 is off: an absorbing
     process never revises an atom, and with the p = 3 clock most atoms are revealed while the lattice and
-    coordinates are still coarse."""
+    coordinates are still coarse. An inpainting hook rewrites its atoms after every step, so a motif atom
+    this move hides is restored at the end of that step."""
 
     num_steps: int = 200
     corrector_steps: int = 0
@@ -76,7 +77,7 @@ class SamplerConfig:
     element_budget: bool = False
     commit_n_elements_probs: tuple[float, ...] = (0.0037, 0.211, 0.67, 0.1033, 0.0117, 0.0004)
     type_resample: float = 0.0
-    type_resample_t_max: int = 1000
+    type_resample_t_max: int = 400
     type_resample_t_min: int = 1
 
     @classmethod
