@@ -108,9 +108,11 @@ class TypeProcess(Protocol):
         ...
 
     def reverse_step(
-        self, state: torch.Tensor, target: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator
+        self, state: torch.Tensor, target: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator,
+        force: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One reverse step t -> s (< t) toward the (N, K) clean-type target; (N, state_dim)."""
+        """One reverse step t -> s (< t) toward the (N, K) clean-type target; (N, state_dim). force: (N,) bool
+        atoms to reveal in this step whatever the schedule (masked processes; None for a continuous one)."""
         ...
 
     def loss(self, logits: torch.Tensor, types: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -149,8 +151,11 @@ class GaussianTypes:
         return probs
 
     def reverse_step(
-        self, state: torch.Tensor, target: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator
+        self, state: torch.Tensor, target: torch.Tensor, t: torch.Tensor, s: torch.Tensor, generator: torch.Generator,
+        force: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if force is not None:
+            raise ValueError("a continuous type process has no masked atoms to reveal (force must be None)")
         noise = torch.randn(state.shape, generator=generator)
         return self.ddpm.posterior_step(state, self.type_scale * target, t, s, noise)
 

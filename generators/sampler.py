@@ -434,7 +434,7 @@ class Sampler:
                 if budget is None:
                     types = m.type_process.reverse_step(
                         state.types, self._type_target(x0.type_probs, gen), self._type_clock(t_atom),
-                        self._type_clock(s_atom), gen, **({} if resampled is None else {"force": resampled}),
+                        self._type_clock(s_atom), gen, force=resampled,
                     )
                 else:
                     assert isinstance(m.type_process, MaskedTypes)

@@ -225,8 +225,8 @@ def sample_to_folder(
     """Sample ``n`` crystals into ``out`` (candidates.jsonl + one CIF each), recording a ``sample`` run.
 
     n_elements: distinct elements per crystal (0: drawn from the train split's statistics); capped by the
-    atom count and by ``elements``. settings: "KEY=VALUE" overrides of the sampler YAML. Returns the summary (n, seconds, crystals_per_s, seed, checkpoint,
-    run_id, ...) and this run's CIF paths (in sample order; other files already in ``out`` are not among
+    atom count and by ``elements``. settings: "KEY=VALUE" overrides of the sampler YAML. Returns the summary
+    (n, seconds, crystals_per_s, seed, checkpoint, run_id, ...) and this run's CIF paths (in sample order; other files already in ``out`` are not among
     them). Bad options exit with one clear line (``fail``).
     """
     import torch
@@ -248,8 +248,7 @@ def sample_to_folder(
         scfg["num_steps"] = steps
     try:
         overrides = parse_overrides(settings)
-        if "batch_size" in overrides:
-            batch_size = int(overrides.pop("batch_size"))
+        batch_size = int(overrides.pop("batch_size", batch_size))
         config = SamplerConfig.from_dict({**scfg, **overrides})
     except (ValueError, TypeError) as exc:
         fail(f"--set: {exc}")
