@@ -339,7 +339,10 @@ def warm_start(model: DiffusionModel, source: DiffusionModel) -> list[str]:
     masked type process and ``source`` the continuous one-hot: its K element columns are copied,
     multiplied by the source's type_scale (a revealed atom's input is a plain one-hot, where the source
     saw about type_scale * one-hot for a clean atom), and the mask column starts at zero, the mean input
-    the source saw for pure noise. Returns the names of parameters left at their fresh initialisation.
+    the source saw for pure noise. A deeper ``model`` (more message-passing layers, same width) keeps the
+    source's layers first; each extra layer's last node linear starts at zero, so the residual layer is
+    the identity and the grown network predicts exactly what the source did (training then moves it).
+    Returns the names of parameters left at their fresh initialisation.
     """
     if model.vocab != source.vocab:
         raise ValueError("warm start needs the same element vocabulary")
@@ -357,6 +360,12 @@ def warm_start(model: DiffusionModel, source: DiffusionModel) -> list[str]:
                 value[:, :-1] = src[name] * source.config.type_scale
             else:
                 fresh.append(name)
+        n_source_layers = len(source.net.layers)
+        for layer in list(model.net.layers)[n_source_layers:]:
+            # Zero residual branch: why the grown network starts as the source (see docstring).
+            last = layer.node[-1]
+            last.weight.zero_()
+            last.bias.zero_()
     # state_dict() tensors share storage with the parameters: the copies above already set the weights.
     model.coder = source.coder
     return fresh

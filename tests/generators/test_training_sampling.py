@@ -229,6 +229,27 @@ def test_warm_start_carries_a_gaussian_model_into_a_masked_one(small_data: Cryst
             assert torch.equal(dst[name], value), name
 
 
+def test_a_deeper_network_grown_from_a_trained_one_starts_with_its_predictions(
+    small_data: CrystalArrays, small_batch, tmp_path: Path
+) -> None:
+    """Depth growth: the source's layers are copied first and each extra layer starts as the identity, so
+    every prediction is unchanged; one training step then moves the new layers (they are not dead)."""
+    source = tiny_model(small_data, seed=0, type_process="masked")
+    target = tiny_model(small_data, seed=1, type_process="masked", num_layers=4)
+    fresh = warm_start(target, source)
+    assert fresh and all(name.startswith(("layers.2.", "layers.3.")) for name in fresh)
+    state = Sampler(model=source, config=SamplerConfig(num_steps=10)).noised(small_batch, 40, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref, grown = source.net(state), target.net(state)
+    for field in ("lattice_eps", "frac_score", "type_logits"):
+        assert torch.allclose(getattr(grown, field), getattr(ref, field), atol=1e-6), field
+    trainer = Trainer(model=target, config=TrainConfig(batch_size=8, warmup_steps=0, total_steps=1, lr=1e-3),
+                      train=small_data, val=small_data, work_dir=tmp_path)
+    before = target.net.layers[3].node[-1].weight.detach().clone()
+    trainer.train_step()
+    assert not torch.equal(target.net.layers[3].node[-1].weight, before)
+
+
 def test_type_reveal_power_reveals_atoms_on_the_remapped_schedule(small_data: CrystalArrays) -> None:
     """With type_reveal_power p the share of still-masked atoms after the step to s is (s / T)^p (the forward
     marginal of the remapped schedule), every atom is revealed at the end, and p = 1 is the trained t / T."""
