@@ -273,6 +273,7 @@ def main() -> None:
         "checkpoint": repo_relative(args.checkpoint),
         "checkpoint_step": meta.get("step"),
         "pool_hash": meta.get("pool_hash"),
+        "seed": args.seed,
         "sampler": sampler_cfg.__dict__,
         "reference": f"pool test split ({len(reference)} structures)",
         "speed": {"crystals_per_s": args.n / seconds, "seconds": seconds, "batch_size": batch_size,
