@@ -26,32 +26,37 @@ RATE_ROWS = (
     ("stable", "n_stable"),
     ("S.U.N.", "n_sun"),
     ("gated S.U.N. (passes the full prescreen)", "n_sun_prescreen_passed"),
-    ("E_hull <= 0 (stable at 0)", "n_stable_le0"),
+    ("E_hull <= 0 (any)", "n_stable_le0"),
+    ("E_hull <= 0 and unique and novel", "n_sun_le0"),
     ("SMACT", "smact"),
 )
 
 
-def counts_of(result: dict[str, Any]) -> tuple[int, dict[str, int]]:
-    """(samples, {count key: count}) of one bench_generator result's model set."""
+def counts_of(result: dict[str, Any]) -> tuple[int, dict[str, int | None]]:
+    """(samples, {count key: count}) of one bench_generator result's model set; None for a count the file
+    predates (n_sun_le0)."""
     model = result["model"]
     n = int(model["n"])
     ev = model.get("evaluation")
     if not ev:
         raise SystemExit(f"result for seed {result.get('sampler', {}).get('seed')} has no evaluation (run without --no-evaluate)")
-    counts = {key: int(ev[key]) for _, key in RATE_ROWS if key != "smact"}
+    counts: dict[str, int | None] = {key: ev.get(key) for _, key in RATE_ROWS if key != "smact"}
     counts["smact"] = round(float(model["compositional_validity"]) * n)
     return n, counts
 
 
-def pooled(paths: list[Path]) -> tuple[int, dict[str, int], list[float]]:
-    """Pooled samples and counts over a side's files, and each file's density W1 (g/cm^3)."""
-    n_total, totals, densities = 0, {key: 0 for _, key in RATE_ROWS}, []
+def pooled(paths: list[Path]) -> tuple[int, dict[str, int | None], list[float]]:
+    """Pooled samples and counts over a side's files (None if any file lacks the count), and each file's
+    density W1 (g/cm^3)."""
+    n_total, densities = 0, []
+    totals: dict[str, int | None] = {key: 0 for _, key in RATE_ROWS}
     for path in paths:
         result = json.loads(path.read_text())
         n, counts = counts_of(result)
         n_total += n
         for key, value in counts.items():
-            totals[key] += value
+            total = totals[key]
+            totals[key] = None if value is None or total is None else total + int(value)
         densities.append(float(result["model"]["wdist_density_g_cm3"]))
     return n_total, totals, densities
 
@@ -67,6 +72,8 @@ def compare(a: list[Path], b: list[Path]) -> dict[str, Any]:
     n_b, c_b, d_b = pooled(b)
     rows = []
     for label, key in RATE_ROWS:
+        if c_a[key] is None or c_b[key] is None:
+            continue
         test = two_proportion_z_test(c_a[key], n_a, c_b[key], n_b)
         rows.append({"measure": label, "k_a": c_a[key], "k_b": c_b[key], "share_a": test.p_guided,
                      "share_b": test.p_unguided, "z_a_over_b": test.z})

@@ -120,3 +120,5 @@ def test_summary_counts_agree_with_the_candidate_rows(evaluated: tuple[subproces
     assert summary["n_stable"] == sum(bool(r["stable"]) for r in rows)
     assert summary["n_sun"] == sum(sun)
     assert summary["n_sun_prescreen_passed"] == sum(p and s for p, s in zip(passed, sun)) <= summary["n_sun"]
+    at_or_below = [r["e_hull"] is not None and r["e_hull"] <= 0.0 for r in rows]
+    assert summary["n_sun_le0"] == sum(h and s for h, s in zip(at_or_below, sun)) <= summary["n_stable_le0"]

@@ -71,6 +71,10 @@ class EvaluateSummary(BaseModel):
     n_unique: int
     n_novel: int
     n_sun: int = Field(description="stable and unique and novel")
+    n_sun_le0: int = Field(
+        0, description="E_hull <= 0 and unique and novel: the strict S.U.N. count, free of the 0.1 eV/atom window "
+        "in which CHGNet passes doubtful polyhalides"
+    )
     n_sun_prescreen_passed: int = Field(
         0, description="S.U.N. and passed every prescreen stage: what a run gating relaxation on the full "
         "prescreen (--gate) would have found; n_sun - this is what the prescreen costs"
@@ -254,6 +258,7 @@ def summarize(candidates: Sequence[Candidate], params: EvaluateParams, seconds: 
         n_unique=sum(bool(c.unique) for c in candidates),
         n_novel=sum(bool(c.novel) for c in candidates),
         n_sun=len(sun),
+        n_sun_le0=sum(c.e_hull is not None and c.e_hull <= 0.0 for c in sun),
         n_sun_prescreen_passed=sum(_passed_prescreen(c) for c in sun),
         stable_rate=len(stable) / n if n else 0.0,
         sun_rate=len(sun) / n if n else 0.0,
