@@ -130,7 +130,7 @@ def test_ship_generator_copies_weights_with_their_lineage(tmp_path: Path) -> Non
     from generators.model import save_weights
     from tests.generators.conftest import random_crystals, tiny_model
 
-    model = tiny_model(random_crystals(20, seed=4), type_process="masked", num_steps=200)  # sampler.yaml: 200 steps
+    model = tiny_model(random_crystals(20, seed=4), type_process="masked", num_steps=1000)  # sampler.yaml: 1000 steps
     src = tmp_path / "work" / "best_ema.pt"
     src.parent.mkdir()
     save_weights(model, src, extra={"step": 30, "metrics": {"val_loss": 1.0},
