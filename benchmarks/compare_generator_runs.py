@@ -39,19 +39,18 @@ def counts_of(result: dict[str, Any]) -> tuple[int, dict[str, int | None]]:
     n = int(model["n"])
     ev = model.get("evaluation")
     if not ev:
-        raise SystemExit(f"result for seed {result.get('sampler', {}).get('seed')} has no evaluation (run without --no-evaluate)")
+        raise SystemExit(f"result for seed {result.get('seed')} has no evaluation (run without --no-evaluate)")
     counts: dict[str, int | None] = {key: ev.get(key) for _, key in RATE_ROWS if key != "smact"}
     counts["smact"] = round(float(model["compositional_validity"]) * n)
     return n, counts
 
 
-def pooled(paths: list[Path]) -> tuple[int, dict[str, int | None], list[float]]:
+def pooled(results: list[dict[str, Any]]) -> tuple[int, dict[str, int | None], list[float]]:
     """Pooled samples and counts over a side's files (None if any file lacks the count), and each file's
     density W1 (g/cm^3)."""
     n_total, densities = 0, []
     totals: dict[str, int | None] = {key: 0 for _, key in RATE_ROWS}
-    for path in paths:
-        result = json.loads(path.read_text())
+    for result in results:
         n, counts = counts_of(result)
         n_total += n
         for key, value in counts.items():
@@ -61,12 +60,12 @@ def pooled(paths: list[Path]) -> tuple[int, dict[str, int | None], list[float]]:
     return n_total, totals, densities
 
 
-def seeds_of(paths: list[Path]) -> list[int | None]:
-    """The sampling seed each result file records (None for files written before it was recorded)."""
-    return [json.loads(p.read_text()).get("seed") for p in paths]
+def seeds_of(results: list[dict[str, Any]]) -> list[int | None]:
+    """The sampling seed each result records (None for files written before it was recorded)."""
+    return [result.get("seed") for result in results]
 
 
-def compare(a: list[Path], b: list[Path]) -> dict[str, Any]:
+def compare(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
     """Rows of (label, share A, share B, z of A over B) plus density lists; z None when undefined."""
     n_a, c_a, d_a = pooled(a)
     n_b, c_b, d_b = pooled(b)
@@ -77,8 +76,7 @@ def compare(a: list[Path], b: list[Path]) -> dict[str, Any]:
         test = two_proportion_z_test(c_a[key], n_a, c_b[key], n_b)
         rows.append({"measure": label, "k_a": c_a[key], "k_b": c_b[key], "share_a": test.p_guided,
                      "share_b": test.p_unguided, "z_a_over_b": test.z})
-    return {"n_a": n_a, "n_b": n_b, "files_a": [str(p) for p in a], "files_b": [str(p) for p in b],
-            "rows": rows, "density_w1_a": d_a, "density_w1_b": d_b}
+    return {"n_a": n_a, "n_b": n_b, "rows": rows, "density_w1_a": d_a, "density_w1_b": d_b}
 
 
 def markdown(table: dict[str, Any], name_a: str, name_b: str) -> str:
@@ -100,14 +98,17 @@ def main() -> None:
     ap.add_argument("--b-name", default="B")
     ap.add_argument("--out", type=Path, help="also write the comparison as JSON")
     args = ap.parse_args()
-    seeds_a, seeds_b = seeds_of(args.a), seeds_of(args.b)
+    results_a = [json.loads(p.read_text()) for p in args.a]
+    results_b = [json.loads(p.read_text()) for p in args.b]
+    seeds_a, seeds_b = seeds_of(results_a), seeds_of(results_b)
     if None in seeds_a + seeds_b:
         # Results written before bench_generator recorded its seed: the caller vouches for the pairing.
         print("note: some files do not record their seed; pairing as given")
     elif sorted(seeds_a) != sorted(seeds_b):
         raise SystemExit(f"the two sides use different seeds: {sorted(seeds_a)} vs {sorted(seeds_b)}")
-    table = compare(args.a, args.b)
-    table.update(name_a=args.a_name, name_b=args.b_name)
+    table = compare(results_a, results_b)
+    table.update(name_a=args.a_name, name_b=args.b_name, files_a=[str(p) for p in args.a],
+                 files_b=[str(p) for p in args.b])
     print(markdown(table, args.a_name, args.b_name))
     if args.out:
         args.out.write_text(json.dumps(table, indent=1) + "\n")
