@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from store import RunHandle, Store
-from store.provenance import file_sha256
-from tools.candidate import Candidate
-from tools.evaluate import EvalStep, EvaluateParams, EvaluateSummary
+from tessera.store import RunHandle, Store
+from tessera.store.provenance import file_sha256
+from tessera.tools.candidate import Candidate
+from tessera.tools.evaluate import EvalStep, EvaluateParams, EvaluateSummary
 
 
 class EvaluationRecorder:

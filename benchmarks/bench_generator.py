@@ -33,13 +33,13 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
 
-from generators.convert import to_structures
-from generators.crystal import collate
-from generators.model import load_weights
-from generators.sampler import Sampler, SamplerConfig, parse_overrides, sample_many
-from tools.measures import is_compositionally_valid, is_structurally_valid, property_distances
-from tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
-from tools.pool import load_pool, row_to_structure
+from tessera.generators.convert import to_structures
+from tessera.generators.crystal import collate
+from tessera.generators.model import load_weights
+from tessera.generators.sampler import Sampler, SamplerConfig, parse_overrides, sample_many
+from tessera.tools.measures import is_compositionally_valid, is_structurally_valid, property_distances
+from tessera.tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
+from tessera.tools.pool import load_pool, row_to_structure
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "generator.json"
 ANCHORS = {"DiffCSP (MP-20, DFT)": {"stable": 0.36, "sun": 0.127}, "MatterGen-MP20 (DFT)": {"stable": 0.42, "sun": 0.22}}
@@ -132,7 +132,7 @@ def plot_sets(sets: dict[str, list[Structure]], ehull: dict[str, list[float]], p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from tools.measures import density_g_cm3, n_elements
+    from tessera.tools.measures import density_g_cm3, n_elements
 
     colors = {"model": "tab:blue", "pyxtal": "tab:red", "held_out": "tab:green", "test split": "0.5"}
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -177,8 +177,8 @@ def evaluate_set(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Stable / unique / novel / S.U.N. through tools.evaluate (CHGNet-relaxed, reference hull)."""
-    from tools.evaluate import EvaluateParams, candidates_from_paths, evaluate
-    from tools.relax import load_relax_params
+    from tessera.tools.evaluate import EvaluateParams, candidates_from_paths, evaluate
+    from tessera.tools.relax import load_relax_params
 
     relax = load_relax_params()
     if max_seconds is not None:

@@ -31,9 +31,9 @@ import numpy as np
 from pymatgen.core import Structure
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tools.hull import ReferenceHull
-from tools.pool import load_pool, pool_hash, row_to_structure
-from tools.relax import load_relax_params, relax_one
+from tessera.tools.hull import ReferenceHull
+from tessera.tools.pool import load_pool, pool_hash, row_to_structure
+from tessera.tools.relax import load_relax_params, relax_one
 
 RESULTS = Path(__file__).resolve().parent / "results"
 U_ELEMENTS = {"Co", "Cr", "Fe", "Mn", "Mo", "Ni", "V", "W"}

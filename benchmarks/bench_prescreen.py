@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.candidate import Candidate
+from tessera.tools.candidate import Candidate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CEILINGS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
@@ -115,7 +115,7 @@ def main() -> int:
         print("bench_prescreen: no candidate has both a relaxed and an unrelaxed E_hull (run evaluate without --gate)",
               file=sys.stderr)
         return 2
-    from tools.prescreen import load_prescreen_params
+    from tessera.tools.prescreen import load_prescreen_params
 
     current = load_prescreen_params().ehull.ceiling
     rows = ceiling_sweep(cands)

@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
-from tools.dask_cluster import dask_client
-from tools.pool import load_pool, row_to_structure
-from tools.relax import load_chgnet, load_relax_params, relax_many
+from tessera.tools.dask_cluster import dask_client
+from tessera.tools.pool import load_pool, row_to_structure
+from tessera.tools.relax import load_chgnet, load_relax_params, relax_many
 
 RESULTS = Path(__file__).resolve().parent / "results" / "relax.json"
 

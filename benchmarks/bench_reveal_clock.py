@@ -21,12 +21,12 @@ import numpy as np
 import torch
 import yaml
 
-from generators.convert import to_structures
-from generators.model import load_weights
-from generators.sampler import SamplerConfig, parse_overrides, sample_many
-from tools.measures import property_distances
-from tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
-from tools.pool import load_pool, row_to_structure
+from tessera.generators.convert import to_structures
+from tessera.generators.model import load_weights
+from tessera.generators.sampler import SamplerConfig, parse_overrides, sample_many
+from tessera.tools.measures import property_distances
+from tessera.tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
+from tessera.tools.pool import load_pool, row_to_structure
 
 SET_SIZE = 256
 

@@ -34,13 +34,13 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from store import Store
-from store.provenance import tool_versions
-from store.schema import CANDIDATE_SCHEMA
-from tools.candidate import Candidate
-from tools.fingerprint import FINGERPRINT_DIM, FINGERPRINT_VERSION, fingerprint_from_arrays
-from tools.paths import REPO_ROOT
-from tools.pool import load_pool, row_arrays, row_to_structure
+from tessera.store import Store
+from tessera.store.provenance import tool_versions
+from tessera.store.schema import CANDIDATE_SCHEMA
+from tessera.tools.candidate import Candidate
+from tessera.tools.fingerprint import FINGERPRINT_DIM, FINGERPRINT_VERSION, fingerprint_from_arrays
+from tessera.tools.paths import REPO_ROOT
+from tessera.tools.pool import load_pool, row_arrays, row_to_structure
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "store.json"
 CHUNK = 50_000

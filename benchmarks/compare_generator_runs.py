@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tools.measures import two_proportion_z_test
+from tessera.tools.measures import two_proportion_z_test
 
 #: (row label, count key in model.evaluation, or "smact" for compositional validity x n).
 RATE_ROWS = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pymatgen.core import Lattice, Structure
 
-from generators.crystal import CrystalBatch
+from tessera.generators.crystal import CrystalBatch
 
 
 def to_structures(batch: CrystalBatch, vocab: list[int]) -> list[Structure]:

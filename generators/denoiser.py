@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from generators.crystal import full_edges
+from tessera.generators.crystal import full_edges
 
 
 @dataclass(frozen=True)

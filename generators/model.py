@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from generators.corruption import DDPM, GaussianTypes, MaskedTypes, TypeProcess, WrappedNormal
-from generators.crystal import LatticeCoder
-from generators.denoiser import CSPNet
+from tessera.generators.corruption import DDPM, GaussianTypes, MaskedTypes, TypeProcess, WrappedNormal
+from tessera.generators.crystal import LatticeCoder
+from tessera.generators.denoiser import CSPNet
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,10 @@ from typing import Iterator, Protocol, Sequence
 
 import torch
 
-from generators.corruption import MaskedTypes
-from generators.crystal import CrystalBatch, batch_index
-from generators.denoiser import Backbone, NoisyCrystal, Prediction
-from generators.model import DiffusionModel
+from tessera.generators.corruption import MaskedTypes
+from tessera.generators.crystal import CrystalBatch, batch_index
+from tessera.generators.denoiser import Backbone, NoisyCrystal, Prediction
+from tessera.generators.model import DiffusionModel
 
 
 @dataclass(frozen=True)

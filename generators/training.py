@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from generators.crystal import CrystalBatch, LatticeCoder, collate
-from generators.denoiser import NoisyCrystal
-from generators.model import DiffusionModel, save_weights
+from tessera.generators.crystal import CrystalBatch, LatticeCoder, collate
+from tessera.generators.denoiser import NoisyCrystal
+from tessera.generators.model import DiffusionModel, save_weights
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Public API::
 
-    from store import Store, AuditObserver
+    from tessera.store import Store, AuditObserver
     store = Store.open(path_or_uri)            # None: $TESSERA_STORE or ~/.local/share/tessera/store
     run = store.start_run("evaluate", params, goal=..., spec_hash=..., checkpoint_hash=..., seed=...)
     run.log_event(kind, payload)               # or log_goal / log_plan / log_llm_call / log_tool_call
@@ -14,11 +14,11 @@ Public API::
     store.verify_run(run_id)
 """
 
-from store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, redact
-from store.observer import AuditObserver
-from store.schema import RunRecord, StoredCandidate
-from store.settings import StoreSettings, default_store_location, resolve_store_location
-from store.store import RunHandle, Store, candidate_filter, open_store
+from tessera.store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, redact
+from tessera.store.observer import AuditObserver
+from tessera.store.schema import RunRecord, StoredCandidate
+from tessera.store.settings import StoreSettings, default_store_location, resolve_store_location
+from tessera.store.store import RunHandle, Store, candidate_filter, open_store
 
 __all__ = [
     "AuditEvent",

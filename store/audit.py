@@ -44,7 +44,7 @@ from typing import Any, Iterable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from tools.errors import DataError, StoreError
+from tessera.tools.errors import DataError, StoreError
 
 GENESIS_HASH = "0" * 64
 REDACTED = "[REDACTED]"

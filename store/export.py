@@ -17,8 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from store.schema import StoredCandidate
-from tools.errors import InputError
+from tessera.store.schema import StoredCandidate
+from tessera.tools.errors import InputError
 
 ExportFormat = Literal["cif", "extxyz", "csv", "json", "vasp"]
 EXPORT_FORMATS: tuple[str, ...] = ("cif", "extxyz", "csv", "json", "vasp")

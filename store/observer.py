@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from pydantic import BaseModel
 
-from store.audit import AuditEvent, to_jsonable
-from store.provenance import tool_versions
-from store.store import RunHandle
+from tessera.store.audit import AuditEvent, to_jsonable
+from tessera.store.provenance import tool_versions
+from tessera.store.store import RunHandle
 
 _T = TypeVar("_T")
 

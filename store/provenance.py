@@ -11,7 +11,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from tools.paths import REPO_ROOT
+from tessera.tools.paths import REPO_ROOT
 
 _TRACKED_PACKAGES = ("pymatgen", "chgnet", "torch", "lancedb", "pylance", "numpy", "smact", "spglib", "ase")
 

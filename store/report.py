@@ -20,8 +20,8 @@ matplotlib.use("Agg")  # headless: the report is written on servers without a di
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from store.audit import AuditEvent, VerifyResult  # noqa: E402
-from store.schema import RunRecord, StoredCandidate  # noqa: E402
+from tessera.store.audit import AuditEvent, VerifyResult  # noqa: E402
+from tessera.store.schema import RunRecord, StoredCandidate  # noqa: E402
 
 STABLE_THRESHOLD = 0.1  # eV/atom above the hull (MatterGen's threshold; see ARCHITECTURE.md measures)
 

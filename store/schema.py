@@ -26,10 +26,10 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Composition, Structure
 
-from store.audit import canonical_json, sha256_hex, to_jsonable
-from tools.candidate import Candidate
-from tools.errors import InputError
-from tools.fingerprint import FINGERPRINT_DIM, structure_fingerprint
+from tessera.store.audit import canonical_json, sha256_hex, to_jsonable
+from tessera.tools.candidate import Candidate
+from tessera.tools.errors import InputError
+from tessera.tools.fingerprint import FINGERPRINT_DIM, structure_fingerprint
 
 ReviewStatus = Literal["pending", "approved", "rejected"]
 REVIEW_STATUSES: tuple[str, ...] = ("pending", "approved", "rejected")

@@ -44,9 +44,9 @@ import numpy as np
 import pyarrow as pa  # noqa: E402
 from pymatgen.core import Composition, Element, Structure  # noqa: E402
 
-from store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, redact, to_jsonable
-from store.provenance import code_version, current_user, host_name, tool_versions
-from store.schema import (
+from tessera.store.audit import AuditEvent, AuditLog, EventKind, VerifyResult, redact, to_jsonable
+from tessera.store.provenance import code_version, current_user, host_name, tool_versions
+from tessera.store.schema import (
     CANDIDATE_SCHEMA,
     LIGHT_COLUMNS,
     RECORD_COLUMNS,
@@ -59,10 +59,10 @@ from store.schema import (
     record_hash,
     rows_to_table,
 )
-from store.settings import StoreSettings, resolve_store_location
-from tools.candidate import Candidate
-from tools.errors import InputError, StoreError
-from tools.fingerprint import FINGERPRINT_DIM, FINGERPRINT_VERSION, structure_fingerprint
+from tessera.store.settings import StoreSettings, resolve_store_location
+from tessera.tools.candidate import Candidate
+from tessera.tools.errors import InputError, StoreError
+from tessera.tools.fingerprint import FINGERPRINT_DIM, FINGERPRINT_VERSION, structure_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from tools.errors import InputError, ToolFailed
-from tools.fingerprint import fingerprint_distance, structure_fingerprint
-from tools.measures import (
+from tessera.tools.errors import InputError, ToolFailed
+from tessera.tools.fingerprint import fingerprint_distance, structure_fingerprint
+from tessera.tools.measures import (
     BatchMeasures,
     batch_measures,
     compositional_validity,
@@ -41,10 +41,10 @@ from tools.measures import (
     is_stable,
     structural_validity,
 )
-from tools.pool import Split, load_pool, row_to_structure
+from tessera.tools.pool import Split, load_pool, row_to_structure
 
 if TYPE_CHECKING:
-    from tools.candidate import Candidate
+    from tessera.tools.candidate import Candidate
 
 SYMPREC: float = 0.1
 """A, spglib distance tolerance."""

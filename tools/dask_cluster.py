@@ -16,7 +16,7 @@ from typing import Iterator
 import dask
 from distributed import Client, LocalCluster
 
-from tools.errors import ToolFailed
+from tessera.tools.errors import ToolFailed
 
 # Environment for spawned worker processes: one BLAS/OpenMP thread each (they share the cores), and
 # nothing may reach out to a model hub at run time.

@@ -36,7 +36,7 @@ from pymatgen.core import Composition, Structure
 from pymatgen.entries.compatibility import CompatibilityError, MaterialsProject2020Compatibility
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
-from tools.errors import InputError, ToolFailed
+from tessera.tools.errors import InputError, ToolFailed
 
 Scheme = Literal["as_is", "mp2020"]
 SCHEMES: tuple[str, ...] = ("as_is", "mp2020")

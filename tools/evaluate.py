@@ -24,11 +24,11 @@ from typing import Callable, Iterator, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
-from tools.candidate import Candidate, RelaxOutcome, StageOutcome
-from tools.errors import TesseraError
-from tools.io import read_structures
-from tools.prescreen import PrescreenParams, build_prescreen, load_prescreen_params
-from tools.relax import Relaxer, RelaxParams, load_relax_params, relax_many
+from tessera.tools.candidate import Candidate, RelaxOutcome, StageOutcome
+from tessera.tools.errors import TesseraError
+from tessera.tools.io import read_structures
+from tessera.tools.prescreen import PrescreenParams, build_prescreen, load_prescreen_params
+from tessera.tools.relax import Relaxer, RelaxParams, load_relax_params, relax_many
 
 GEOMETRY_STAGE = "geometry"
 
@@ -164,8 +164,8 @@ def iter_evaluate(
     prescreen (all stages, batched) -> relax (fan-out over Dask, in completion order) -> hull ->
     space group, uniqueness within the batch, novelty against the pool.
     """
-    from tools.analyze import assess_batch
-    from tools.hull import ReferenceHull
+    from tessera.tools.analyze import assess_batch
+    from tessera.tools.hull import ReferenceHull
 
     total = len(candidates)
     hull = ReferenceHull.default(sources=params.hull_sources, exclude_ids=params.exclude_ids)
@@ -296,7 +296,7 @@ def evaluate(
     for step in iter_evaluate(candidates, params, journal=journal, relaxer=relaxer):
         if on_step is not None:
             on_step(step)
-    from tools.hull import ReferenceHull
+    from tessera.tools.hull import ReferenceHull
 
     summary = summarize(candidates, params, time.perf_counter() - t0, ReferenceHull.scheme_name())
     if out_dir is not None:

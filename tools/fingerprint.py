@@ -39,7 +39,7 @@ import numpy as np
 from pymatgen.core import Structure
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
-from tools.errors import InputError
+from tessera.tools.errors import InputError
 
 N_ELEMENT_SLOTS: int = 96
 N_GROUPS: int = 7

@@ -39,11 +39,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Structure
 
-from tools.energy_scale import SCHEMES, Scheme, to_hull_scale
-from tools.errors import DataError, InputError, TesseraError, ToolFailed
-from tools.measures import STABLE_E_HULL as STABLE_THRESHOLD
-from tools.measures import is_on_hull, is_stable
-from tools.paths import CONFIG_DIR, ELEMENT_REFS_PATH, HULL_ENTRIES_PATH
+from tessera.tools.energy_scale import SCHEMES, Scheme, to_hull_scale
+from tessera.tools.errors import DataError, InputError, TesseraError, ToolFailed
+from tessera.tools.measures import STABLE_E_HULL as STABLE_THRESHOLD
+from tessera.tools.measures import is_on_hull, is_stable
+from tessera.tools.paths import CONFIG_DIR, ELEMENT_REFS_PATH, HULL_ENTRIES_PATH
 
 SOURCES: tuple[str, ...] = ("mp20", "mpts52", "roost2020")
 DEFAULT_SOURCES: tuple[str, ...] = ("mp20", "mpts52")
@@ -256,7 +256,7 @@ class ReferenceHull:
     def from_params(cls, params: HullParams, *, entry_provider: EntryProvider | None = None) -> "ReferenceHull":
         """A hull from :class:`HullParams` (builds the mp-api provider when ``use_mp_api`` is set)."""
         if params.use_mp_api and entry_provider is None:
-            from tools.mp_source import MPSource
+            from tessera.tools.mp_source import MPSource
 
             entry_provider = MPSource.from_env(cache_dir=params.mp_cache_dir).reference_entries
         return cls(sources=params.sources, exclude_ids=params.exclude_ids, scheme=params.scheme,  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import DummySpecies, Structure
 
-from tools.errors import InputError
+from tessera.tools.errors import InputError
 
 MIN_DISTANCE_A: float = 0.5
 """Two atoms closer than this (A, periodic) make a structure unphysical (CDVAE structural validity)."""

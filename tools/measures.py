@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Composition, Structure
 from scipy.stats import norm, wasserstein_distance
 
-from tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3, min_periodic_distance
-from tools.prescreen import smact_check
+from tessera.tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3, min_periodic_distance
+from tessera.tools.prescreen import smact_check
 
 STABLE_E_HULL: float = 0.1
 """eV/atom: stable means E_hull <= this (MatterGen)."""

@@ -31,8 +31,8 @@ from monty.json import MontyEncoder
 from pymatgen.core import Composition
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
-from tools.errors import DataError, InputError, ToolFailed
-from tools.hull import ReferenceEntry, load_elemental_references
+from tessera.tools.errors import DataError, InputError, ToolFailed
+from tessera.tools.hull import ReferenceEntry, load_elemental_references
 
 THERMO_TYPE: str = "GGA_GGA+U"
 SOURCE_NAME: str = "mp-api"

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Lattice, Structure
 
-from tools.errors import DataError
-from tools.paths import POOL_PATH
+from tessera.tools.errors import DataError
+from tessera.tools.paths import POOL_PATH
 
 Split = Literal["train", "val", "test"]
 

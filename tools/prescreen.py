@@ -35,10 +35,10 @@ from ase.data import covalent_radii
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Composition, Structure
 
-from tools.candidate import StageOutcome
-from tools.errors import InputError
-from tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3
-from tools.paths import CONFIG_DIR
+from tessera.tools.candidate import StageOutcome
+from tessera.tools.errors import InputError
+from tessera.tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3
+from tessera.tools.paths import CONFIG_DIR
 
 EhullFn = Callable[[Structure, float], float]
 """(structure, CHGNet energy per atom in eV/atom, uncorrected) -> energy above the hull, eV/atom."""
@@ -269,7 +269,7 @@ class GeometryStage(_PerStructure):
 
 
 def _default_energy_fn(structures: Sequence[Structure]) -> list[float]:
-    from tools.relax import static_energies
+    from tessera.tools.relax import static_energies
 
     return static_energies(structures)
 

@@ -32,10 +32,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
-from tools.candidate import RelaxOutcome
-from tools.errors import InputError
-from tools.io import min_periodic_distance
-from tools.paths import CONFIG_DIR
+from tessera.tools.candidate import RelaxOutcome
+from tessera.tools.errors import InputError
+from tessera.tools.io import min_periodic_distance
+from tessera.tools.paths import CONFIG_DIR
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -393,7 +393,7 @@ def relax_many(
 
     from distributed import as_completed
 
-    from tools.dask_cluster import dask_client, total_threads
+    from tessera.tools.dask_cluster import dask_client, total_threads
 
     with dask_client(workers=workers, address=address) as client:
         window = total_threads(client)

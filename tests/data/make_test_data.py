@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pymatgen.core import Structure
 
-from tools.io import structure_to_str
-from tools.pool import load_pool, row_to_structure
+from tessera.tools.io import structure_to_str
+from tessera.tools.pool import load_pool, row_to_structure
 
 HERE = Path(__file__).resolve().parent
 GOOD = {"mp-1002107": "cif", "mp-1016999": "poscar", "mp-1017553": "extxyz"}  # LaRh, SrGeO3, CdCo3N

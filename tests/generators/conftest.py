@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from generators.crystal import LatticeCoder, collate
-from generators.model import DiffusionModel, ModelConfig
-from generators.training import CrystalArrays
+from tessera.generators.crystal import LatticeCoder, collate
+from tessera.generators.model import DiffusionModel, ModelConfig
+from tessera.generators.training import CrystalArrays
 
 # Vocabulary of the tiny models: atomic numbers.
 VOCAB = [3, 8, 11, 17, 26]

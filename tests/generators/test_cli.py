@@ -8,9 +8,9 @@ from pathlib import Path
 from pymatgen.core import Element, Structure
 from typer.testing import CliRunner
 
-import agents.cli.generator_cmds  # noqa: F401  (registers the commands on the app)
-from agents.cli.common import app
-from agents.cli.generator_cmds import SHIPPED_CHECKPOINT
+import tessera.cli.generator_cmds  # noqa: F401  (registers the commands on the app)
+from tessera.cli.common import app
+from tessera.cli.generator_cmds import SHIPPED_CHECKPOINT
 
 runner = CliRunner()
 
@@ -45,7 +45,7 @@ def test_sample_writes_cifs_and_is_seeded(tmp_path: Path) -> None:
 
 
 def test_sample_run_is_recorded_in_the_store(tmp_path: Path) -> None:
-    from store import Store
+    from tessera.store import Store
 
     code, out, _ = _sample(tmp_path / "out", "--n", "3", "--seed", "5", "--store", str(tmp_path / "store"))
     assert code == 0
@@ -106,7 +106,7 @@ def test_warm_start_lineage_keeps_every_earlier_stage(tmp_path: Path) -> None:
     """A fine-tune of a fine-tune records both earlier stages, oldest first, each with its weights' sha256."""
     import hashlib
 
-    from agents.cli.generator_cmds import training_lineage
+    from tessera.cli.generator_cmds import training_lineage
 
     weights = tmp_path / "stage2.pt"
     weights.write_bytes(b"not really weights, only hashed")
@@ -127,7 +127,7 @@ def test_ship_generator_copies_weights_with_their_lineage(tmp_path: Path) -> Non
     """`tessera train ship-generator` ships a warm-started tiny model: weights copied, lineage and step total kept."""
     import yaml
 
-    from generators.model import save_weights
+    from tessera.generators.model import save_weights
     from tests.generators.conftest import random_crystals, tiny_model
 
     model = tiny_model(random_crystals(20, seed=4), type_process="masked", num_steps=1000)  # sampler.yaml: 1000 steps

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from generators.corruption import DDPM, GaussianTypes, MaskedTypes, TypeProcess, WrappedNormal, wrapped_normal_score
+from tessera.generators.corruption import DDPM, GaussianTypes, MaskedTypes, TypeProcess, WrappedNormal, wrapped_normal_score
 
 
 def _explicit_density(x: torch.Tensor, sigma: float) -> torch.Tensor:

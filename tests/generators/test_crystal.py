@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from generators.crystal import LatticeCoder, collate, full_edges
+from tessera.generators.crystal import LatticeCoder, collate, full_edges
 
 from tests.generators.conftest import rocksalt
 

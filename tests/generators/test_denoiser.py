@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from generators.crystal import CrystalBatch
-from generators.denoiser import Backbone, NoisyCrystal
-from generators.model import DiffusionModel
-from generators.training import CrystalArrays
+from tessera.generators.crystal import CrystalBatch
+from tessera.generators.denoiser import Backbone, NoisyCrystal
+from tessera.generators.model import DiffusionModel
+from tessera.generators.training import CrystalArrays
 
 from tests.generators.conftest import tiny_model
 

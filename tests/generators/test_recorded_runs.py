@@ -14,10 +14,10 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from generators.crystal import CrystalBatch, collate
-from generators.denoiser import NoisyCrystal
-from generators.sampler import Sampler, SamplerConfig, StepInfo, sample_many
-from generators.training import denoising_losses
+from tessera.generators.crystal import CrystalBatch, collate
+from tessera.generators.denoiser import NoisyCrystal
+from tessera.generators.sampler import Sampler, SamplerConfig, StepInfo, sample_many
+from tessera.generators.training import denoising_losses
 from tests.generators.conftest import VOCAB, random_crystals, tiny_model
 
 

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
-from generators.convert import to_structures
-from generators.denoiser import NoisyCrystal
-from generators.model import load_weights, save_weights
-from generators.sampler import Sampler, SamplerConfig, StepInfo, sample_many
-from generators.training import CrystalArrays, Trainer, TrainConfig, warm_start
+from tessera.generators.convert import to_structures
+from tessera.generators.denoiser import NoisyCrystal
+from tessera.generators.model import load_weights, save_weights
+from tessera.generators.sampler import Sampler, SamplerConfig, StepInfo, sample_many
+from tessera.generators.training import CrystalArrays, Trainer, TrainConfig, warm_start
 
 from tests.generators.conftest import TYPE_PROCESSES, VOCAB, rocksalt, tiny_model
 

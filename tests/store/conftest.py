@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from store import Store
-from tools.candidate import Candidate, StageOutcome
+from tessera.store import Store
+from tessera.tools.candidate import Candidate, StageOutcome
 
 
 _FCC = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])

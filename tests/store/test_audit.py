@@ -6,7 +6,7 @@ import json
 import multiprocessing as mp
 from pathlib import Path
 
-from store.audit import GENESIS_HASH, REDACTED, AuditLog, event_hash, redact
+from tessera.store.audit import GENESIS_HASH, REDACTED, AuditLog, event_hash, redact
 
 
 def _log(tmp_path: Path, n: int = 6) -> AuditLog:

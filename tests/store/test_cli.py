@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import agents.cli.store_cmds  # noqa: F401  (registers the commands on the app)
-from agents.cli.common import app
-from store import Store
+import tessera.cli.store_cmds  # noqa: F401  (registers the commands on the app)
+from tessera.cli.common import app
+from tessera.store import Store
 from tests.store.conftest import make_candidates
 
 runner = CliRunner()

@@ -7,8 +7,8 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.core.operations import SymmOp
 
-from tools.errors import InputError
-from tools.fingerprint import (
+from tessera.tools.errors import InputError
+from tessera.tools.fingerprint import (
     FINGERPRINT_DIM,
     fingerprint_distance,
     fingerprint_from_arrays,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from store import Store
+from tessera.store import Store
 
 CHILD = Path(__file__).with_name("writer_child.py")
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store import AuditObserver, Store
-from store.schema import CANDIDATE_SCHEMA, candidate_row, rows_to_table
+from tessera.store import AuditObserver, Store
+from tessera.store.schema import CANDIDATE_SCHEMA, candidate_row, rows_to_table
 from tests.store.conftest import make_candidates, rocksalt
-from tools.candidate import Candidate
-from tools.errors import InputError, StoreError
-from tools.fingerprint import fingerprint_from_arrays
-from tools.pool import load_pool, row_arrays, row_to_structure
+from tessera.tools.candidate import Candidate
+from tessera.tools.errors import InputError, StoreError
+from tessera.tools.fingerprint import fingerprint_from_arrays
+from tessera.tools.pool import load_pool, row_arrays, row_to_structure
 
 
 def test_record_and_query(store: Store) -> None:
@@ -227,7 +227,7 @@ def test_uri_store_keeps_audit_logs_locally(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="XDG data directory rule is Linux's")
 def test_default_location_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from store.settings import default_store_location, resolve_store_location
+    from tessera.store.settings import default_store_location, resolve_store_location
 
     monkeypatch.delenv("TESSERA_STORE", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))

@@ -14,8 +14,8 @@ import sys
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
-from store import Store
-from tools.candidate import Candidate
+from tessera.store import Store
+from tessera.tools.candidate import Candidate
 
 _PAIRS = [("Na", "Cl"), ("Mg", "O"), ("K", "Br"), ("Ca", "S"), ("Li", "F"), ("Cs", "I")]
 

@@ -14,7 +14,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.core.operations import SymmOp
 
-from tools.analyze import (
+from tessera.tools.analyze import (
     FINGERPRINT_CUTOFF,
     MatchParams,
     NoveltyIndex,
@@ -25,9 +25,9 @@ from tools.analyze import (
     structures_match,
     symmetry,
 )
-from tools.candidate import Candidate
-from tools.fingerprint import fingerprint_distance
-from tools.measures import (
+from tessera.tools.candidate import Candidate
+from tessera.tools.fingerprint import fingerprint_distance
+from tessera.tools.measures import (
     batch_measures,
     compositional_validity,
     is_on_hull,
@@ -36,7 +36,7 @@ from tools.measures import (
     structural_validity,
     two_proportion_z_test,
 )
-from tools.pool import load_pool, row_to_structure
+from tessera.tools.pool import load_pool, row_to_structure
 
 
 def _rock_salt(a: float = 5.64, species: tuple[str, str] = ("Na", "Cl")) -> Structure:

@@ -9,16 +9,16 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.core.operations import SymmOp
 
-from tools.energy_scale import mp_run_parameters, to_hull_scale
-from tools.errors import InputError
-from tools.hull import (
+from tessera.tools.energy_scale import mp_run_parameters, to_hull_scale
+from tessera.tools.errors import InputError
+from tessera.tools.hull import (
     DEFAULT_SOURCES,
     HullParams,
     ReferenceHull,
     load_elemental_references,
     load_hull_params,
 )
-from tools.pool import load_pool, row_to_structure
+from tessera.tools.pool import load_pool, row_to_structure
 
 
 def _pool_row(material_id: str):

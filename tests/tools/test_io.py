@@ -11,8 +11,8 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from tests.conftest import rattled
-from tools.errors import InputError
-from tools.io import (
+from tessera.tools.errors import InputError
+from tessera.tools.io import (
     FORMATS,
     min_periodic_distance,
     physical_problem,

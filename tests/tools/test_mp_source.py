@@ -18,9 +18,9 @@ import pytest
 from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
-from tools.errors import InputError, ToolFailed
-from tools.hull import ReferenceHull
-from tools.mp_source import MPSource
+from tessera.tools.errors import InputError, ToolFailed
+from tessera.tools.hull import ReferenceHull
+from tessera.tools.mp_source import MPSource
 
 API_KEY = "k" * 32  # mp-api insists on 32 characters
 MU = {"Li": -1.9089, "O": -4.9480}  # eV/atom, scripted elemental ground states
@@ -161,7 +161,7 @@ def test_server_error_is_tool_failed(tmp_path) -> None:
 
 def test_hull_config_switch_uses_the_environment(fake_mp: _FakeMP, tmp_path, monkeypatch) -> None:
     """``use_mp_api: true`` builds the source from MP_API_KEY / MP_API_ENDPOINT and caches under TESSERA_MP_CACHE."""
-    from tools.hull import HullParams
+    from tessera.tools.hull import HullParams
 
     monkeypatch.setenv("MP_API_KEY", API_KEY)
     monkeypatch.setenv("MP_API_ENDPOINT", fake_mp.endpoint)

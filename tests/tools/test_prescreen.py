@@ -11,8 +11,8 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.core.operations import SymmOp
 
 from tests.conftest import rattled
-from tools.io import read_structures
-from tools.prescreen import (
+from tessera.tools.io import read_structures
+from tessera.tools.prescreen import (
     ChargeNeutralityStage,
     EhullStage,
     GeometryStage,
@@ -24,7 +24,7 @@ from tools.prescreen import (
     smact_check,
     space_occupation_ratio,
 )
-from tools.relax import static_energies
+from tessera.tools.relax import static_energies
 
 
 @pytest.mark.parametrize(

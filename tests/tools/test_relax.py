@@ -14,8 +14,8 @@ from ase.calculators.lj import LennardJones
 from pymatgen.core import Lattice, Structure
 
 from tests.conftest import rattled
-from tools.dask_cluster import dask_client
-from tools.relax import (
+from tessera.tools.dask_cluster import dask_client
+from tessera.tools.relax import (
     CalculatorRelaxer,
     CHGNetRelaxer,
     EMTRelaxer,
@@ -56,7 +56,7 @@ class MisbehavingRelaxer(EMTRelaxer):
 
 def _has_chgnet() -> bool:
     """Runs on a worker: has this process loaded CHGNet (the per-process cache)?"""
-    from tools import relax
+    from tessera.tools import relax
 
     return bool(relax._MODELS)
 

@@ -7,15 +7,15 @@ from typing import Callable, Optional
 
 import typer
 
-from agents.cli.common import JSON_OPTION, app, emit_json, err_console, fail, progress
+from tessera.cli.common import JSON_OPTION, app, emit_json, err_console, fail, progress
 from contextlib import nullcontext
 
-from agents.recording import evaluation_run, finish_evaluation
-from tools.candidate import Candidate
-from tools.errors import TesseraError
-from tools.evaluate import EvalStep, EvaluateParams, EvaluateSummary, candidates_from_paths, evaluate
-from tools.prescreen import load_prescreen_params
-from tools.relax import load_relax_params
+from tessera.agents.recording import evaluation_run, finish_evaluation
+from tessera.tools.candidate import Candidate
+from tessera.tools.errors import TesseraError
+from tessera.tools.evaluate import EvalStep, EvaluateParams, EvaluateSummary, candidates_from_paths, evaluate
+from tessera.tools.prescreen import load_prescreen_params
+from tessera.tools.relax import load_relax_params
 
 
 def run_evaluation(

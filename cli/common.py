@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from tools.errors import TesseraError
+from tessera.tools.errors import TesseraError
 
 app = typer.Typer(
     name="tessera",

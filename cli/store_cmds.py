@@ -1,7 +1,7 @@
 """`tessera store ...`, `tessera review ...`, `tessera audit ...`: the candidate store and the audit trail.
 
 Every command takes ``--store DIR`` (default: ``$TESSERA_STORE``, else ``~/.local/share/tessera/store``)
-and ``--json``. Human output goes to stderr (see agents.cli.common); ``--json`` prints one object on stdout.
+and ``--json``. Human output goes to stderr (see tessera.cli.common); ``--json`` prints one object on stdout.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from agents.cli.common import JSON_OPTION, app, emit_json, err_console, fail
-from tools.errors import TesseraError
+from tessera.cli.common import JSON_OPTION, app, emit_json, err_console, fail
+from tessera.tools.errors import TesseraError
 
 store_app = typer.Typer(help="Search and export the candidate store.", no_args_is_help=True)
 review_app = typer.Typer(help="Record a chemist's decision on a candidate (also an audit event).", no_args_is_help=True)
@@ -29,7 +29,7 @@ STORE_OPTION = typer.Option(
 
 
 def _open(store: Optional[str]):  # noqa: ANN202 - returns store.Store; imported lazily to keep `tessera --help` fast
-    from store import Store
+    from tessera.store import Store
 
     return Store.open(store, create=False)
 
@@ -145,7 +145,7 @@ def store_export(
     vasp: MPRelaxSet INCAR, KPOINTS, POSCAR per candidate plus POTCAR.spec (POTCARs are VASP-licensed
     and not shipped: assemble them from the symbols listed).
     """
-    from store.export import export_candidates
+    from tessera.store.export import export_candidates
 
     try:
         st = _open(store)
@@ -268,7 +268,7 @@ def audit_show(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """The run's timeline: every event in order."""
-    from store.report import summarize_event
+    from tessera.store.report import summarize_event
 
     try:
         st = _open(store)
@@ -320,7 +320,7 @@ def audit_export(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """An offline HTML report of a run: verdict, numbers, plots, structures, timeline."""
-    from store.report import write_run_report
+    from tessera.store.report import write_run_report
 
     try:
         st = _open(store)
@@ -340,8 +340,8 @@ def audit_export(
 
 def _events_lenient(st, run: str) -> list:  # noqa: ANN001
     """Events that still parse, for a report on a log that failed verification (the verdict says so)."""
-    from store.audit import AuditEvent
-    from tools.errors import DataError
+    from tessera.store.audit import AuditEvent
+    from tessera.tools.errors import DataError
 
     try:
         return st.audit_log(run).events()

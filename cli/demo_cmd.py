@@ -15,11 +15,11 @@ from typing import Optional
 
 import typer
 
-from agents.cli.common import JSON_OPTION, app, emit_json, err_console
-from agents.cli.evaluate_cmd import evaluate_paths, print_table
-from agents.cli.generator_cmds import sample_to_folder
-from tools.measures import STABLE_E_HULL
-from tools.paths import DATA_DIR
+from tessera.cli.common import JSON_OPTION, app, emit_json, err_console
+from tessera.cli.evaluate_cmd import evaluate_paths, print_table
+from tessera.cli.generator_cmds import sample_to_folder
+from tessera.tools.measures import STABLE_E_HULL
+from tessera.tools.paths import DATA_DIR
 
 EXAMPLES_DIR = DATA_DIR / "examples"
 

@@ -16,9 +16,9 @@ import numpy as np
 import typer
 import yaml
 
-from agents.cli.common import JSON_OPTION, app, emit_json, err_console, fail
-from tools.errors import DataError, InputError
-from tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
+from tessera.cli.common import JSON_OPTION, app, emit_json, err_console, fail
+from tessera.tools.errors import DataError, InputError
+from tessera.tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
 
 DEFAULT_CONFIG = CONFIG_DIR / "generator.yaml"
 
@@ -46,7 +46,7 @@ def pool_split_arrays(split: str) -> tuple[list[np.ndarray], list[np.ndarray], l
     Niggli reduction (as CDVAE/DiffCSP preprocess MP-20) gives one compact cell per crystal, which
     narrows the lattice distribution the model must learn.
     """
-    from tools.pool import load_pool, row_to_structure
+    from tessera.tools.pool import load_pool, row_to_structure
 
     lattices, fracs, numbers = [], [], []
     for _, row in load_pool(split).iterrows():  # type: ignore[arg-type]
@@ -77,10 +77,10 @@ def train_generator(
     """
     import torch
 
-    from generators.crystal import LatticeCoder
-    from generators.model import DiffusionModel, ModelConfig, load_weights
-    from generators.training import CrystalArrays, Trainer, TrainConfig, warm_start
-    from tools.pool import pool_hash
+    from tessera.generators.crystal import LatticeCoder
+    from tessera.generators.model import DiffusionModel, ModelConfig, load_weights
+    from tessera.generators.training import CrystalArrays, Trainer, TrainConfig, warm_start
+    from tessera.tools.pool import pool_hash
 
     torch.set_num_threads(threads)
     cfg = load_generator_config(config)
@@ -231,11 +231,11 @@ def sample_to_folder(
     """
     import torch
 
-    from agents.recording import finish_sample_run, open_sample_run
-    from generators.convert import to_structures
-    from generators.model import load_weights
-    from generators.sampler import Sampler, SamplerConfig, can_fix_n_elements, parse_overrides, sample_many
-    from tools.candidate import Candidate
+    from tessera.agents.recording import finish_sample_run, open_sample_run
+    from tessera.generators.convert import to_structures
+    from tessera.generators.model import load_weights
+    from tessera.generators.sampler import Sampler, SamplerConfig, can_fix_n_elements, parse_overrides, sample_many
+    from tessera.tools.candidate import Candidate
 
     torch.set_num_threads(threads)
     if not checkpoint.exists():
@@ -305,7 +305,7 @@ def training_lineage(source: Path) -> list[dict[str, Any]]:
     Each stage keeps what reproduces it: its config, step count, metrics, data hash and the sha256 of the
     weights it started from; a model fine-tuned three times carries three entries plus its own run.
     """
-    from store.provenance import file_sha256
+    from tessera.store.provenance import file_sha256
 
     meta_path = source.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
@@ -327,10 +327,10 @@ def ship_generator(
 
     import torch
 
-    from generators.convert import to_structures
-    from generators.model import load_weights
-    from generators.sampler import SamplerConfig, sample_many
-    from tools.measures import is_compositionally_valid, is_structurally_valid
+    from tessera.generators.convert import to_structures
+    from tessera.generators.model import load_weights
+    from tessera.generators.sampler import SamplerConfig, sample_many
+    from tessera.tools.measures import is_compositionally_valid, is_structurally_valid
 
     cfg = load_generator_config(config)
     src = source or _repo_path(cfg.get("work_dir", "data/checkpoints/work")) / "best_ema.pt"

@@ -1,0 +1,19 @@
+"""The ``tessera`` console script (Typer + Rich).
+
+Each command group lives in its own module and registers itself on ``app``; this module composes
+them. Every command takes ``--json`` (one JSON object on stdout, nothing else there); a command that
+cannot do its job prints one clear line on stderr and exits non-zero.
+"""
+
+from __future__ import annotations
+
+from tessera.cli import demo_cmd, evaluate_cmd, generator_cmds, store_cmds  # noqa: F401 - each registers its commands
+from tessera.cli.common import app, run_app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    run_app()
+
+
+__all__ = ["app", "main"]
