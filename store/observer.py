@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from tessera.store.audit import AuditEvent, to_jsonable
 from tessera.store.provenance import tool_versions
-from tessera.store.store import RunHandle
+from tessera.store.runs import RunHandle
 
 _T = TypeVar("_T")
 
