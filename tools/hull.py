@@ -11,11 +11,11 @@ elements are a subset of {A, B, C} plus one end point per element at E_form = 0 
 references: the pool has no structure for many elements). One ``PhaseDiagram`` per chemical system
 is built on first use and cached on the instance.
 
-Sources (``data/hull_entries.parquet``, column ``source``): ``mp20`` (MP-20 materials incl. its train
-split), ``mpts52`` (MPTS-52, up to 52 atoms), ``roost2020`` (older MP vintage, one entry per
-composition, ~60k extra compositions). When an id appears in several sources the first of
-``mp20 > mpts52 > roost2020`` wins. Extra entries (e.g. from :mod:`tools.mp_source`) can be supplied
-by a provider callable.
+Sources (``data/hull_entries.parquet``, column ``source``, loaded by :mod:`tools.reference_data`):
+``mp20`` (MP-20 materials incl. its train split), ``mpts52`` (MPTS-52, up to 52 atoms), ``roost2020``
+(older MP vintage, one entry per composition, ~60k extra compositions). When an id appears in several
+sources the first of ``mp20 > mpts52 > roost2020`` wins. Extra entries (e.g. from
+:mod:`tools.mp_source`) can be supplied by a provider callable.
 
 Signs: E_hull > 0 above the hull; E_hull < 0 when the candidate lies below the reference hull (a
 new ground state, or a model error); never an exception for that.
@@ -24,118 +24,32 @@ new ground state, or a model error); never an exception for that.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import re
 from collections import OrderedDict
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Structure
 
+from tessera.tools.config import load_config
 from tessera.tools.energy_scale import SCHEMES, Scheme, to_hull_scale
-from tessera.tools.errors import DataError, InputError, TesseraError, ToolFailed
-from tessera.tools.measures import STABLE_E_HULL as STABLE_THRESHOLD
-from tessera.tools.measures import is_on_hull, is_stable
-from tessera.tools.paths import CONFIG_DIR, ELEMENT_REFS_PATH, HULL_ENTRIES_PATH
+from tessera.tools.errors import InputError, TesseraError, ToolFailed
+from tessera.tools.measures import STABLE_E_HULL, is_on_hull, is_stable
+from tessera.tools.paths import ELEMENT_REFS_PATH, HULL_ENTRIES_PATH
+from tessera.tools.reference_data import (  # re-exported: callers know these as tools.hull's
+    SOURCES,
+    EntryProvider,
+    ReferenceEntry,
+    entries_by_system,
+    load_elemental_references,
+    to_reference_entry,
+)
 
-SOURCES: tuple[str, ...] = ("mp20", "mpts52", "roost2020")
 DEFAULT_SOURCES: tuple[str, ...] = ("mp20", "mpts52")
 MAX_ELEMENTS: int = 12
 """A chemical system with more elements than this is refused (2^n sub-systems are enumerated)."""
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class ReferenceEntry:
-    """One reference material: composition (full cell), formation energy per atom (eV/atom, MP2020)."""
-
-    material_id: str
-    composition: Composition
-    formation_energy_per_atom: float
-    source: str
-
-    @property
-    def elements(self) -> tuple[str, ...]:
-        return tuple(sorted(el.symbol for el in self.composition.elements))
-
-
-EntryProvider = Callable[[tuple[str, ...]], Sequence[ReferenceEntry]]
-"""(sorted element symbols of a chemical system) -> extra reference entries within that system."""
-
-_TOKEN = re.compile(r"([A-Z][a-z]?)(\d+(?:\.\d+)?)")
-
-
-def _parse_formula(formula: str) -> dict[str, float]:
-    """``"Na3 Mn1 O6"`` (the parquet's full-formula format) -> {symbol: count}; falls back to pymatgen."""
-    parts = formula.split()
-    matches = [_TOKEN.fullmatch(p) for p in parts]
-    if parts and all(matches):
-        out: dict[str, float] = {}
-        for m in matches:
-            if m:
-                out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
-        return out
-    return {el.symbol: float(n) for el, n in Composition(formula).items()}
-
-
-@lru_cache(maxsize=4)
-def load_elemental_references(path: Path = ELEMENT_REFS_PATH) -> dict[str, float]:
-    """Element symbol -> MP GGA ground-state energy per atom (eV/atom), the chemical potentials mu_i."""
-    if not path.exists():
-        raise DataError(f"elemental references missing: {path}")
-    raw = json.loads(path.read_text())
-    return {el: float(rec["energy_per_atom"]) for el, rec in raw.items()}
-
-
-_Raw = tuple[str, tuple[tuple[str, float], ...], float, str]
-"""(material id, ((symbol, count), ...), formation energy per atom, source): an entry before parsing."""
-
-
-@lru_cache(maxsize=4)
-def _load_entries(path: Path = HULL_ENTRIES_PATH) -> tuple[_Raw, ...]:
-    """All reference entries, one per material id (priority mp20 > mpts52 > roost2020). Cached per process.
-
-    Kept as plain tuples: building ~100k pymatgen Compositions up front costs seconds, and a phase
-    diagram needs only the few hundred entries of one chemical system.
-    """
-    if not path.exists():
-        raise DataError(f"hull reference entries missing: {path}")
-    df = pd.read_parquet(path, columns=["material_id", "formula", "formation_energy_per_atom", "source"])
-    unknown = set(df["source"]) - set(SOURCES)
-    if unknown:
-        raise DataError(f"{path}: unknown reference source(s) {sorted(unknown)}")
-    rank = {s: k for k, s in enumerate(SOURCES)}
-    df = df.assign(_rank=df["source"].map(rank)).sort_values(["material_id", "_rank"], kind="stable")
-    df = df.drop_duplicates("material_id", keep="first")
-    return tuple(
-        (str(mid), tuple(sorted(_parse_formula(f).items())), float(e), str(s))
-        for mid, f, e, s in zip(df["material_id"], df["formula"], df["formation_energy_per_atom"], df["source"])
-        if math.isfinite(float(e))
-    )
-
-
-@lru_cache(maxsize=16)
-def _index(sources: tuple[str, ...], path: Path = HULL_ENTRIES_PATH) -> dict[tuple[str, ...], tuple[_Raw, ...]]:
-    """Entries of the given sources grouped by their own chemical system (sorted element tuple)."""
-    groups: dict[tuple[str, ...], list[_Raw]] = {}
-    for raw in _load_entries(path):
-        if raw[3] in sources:
-            groups.setdefault(tuple(el for el, _ in raw[1]), []).append(raw)
-    return {k: tuple(v) for k, v in groups.items()}
-
-
-def _to_entry(raw: _Raw) -> ReferenceEntry:
-    mid, counts, e_form, source = raw
-    return ReferenceEntry(mid, Composition(dict(counts)), e_form, source)
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -182,7 +96,7 @@ class HullParams(BaseModel):
 
     sources: list[str] = Field(default_factory=lambda: list(DEFAULT_SOURCES))
     scheme: str = "as_is"
-    stable_threshold: float = Field(STABLE_THRESHOLD, description="eV/atom")
+    stable_threshold: float = Field(STABLE_E_HULL, description="eV/atom")
     exclude_ids: list[str] = Field(default_factory=list)
     use_mp_api: bool = Field(False, description="add Materials Project entries via mp-api (needs MP_API_KEY)")
     mp_cache_dir: str | None = Field(None, description="cache for mp-api entries (default: user data dir)")
@@ -190,16 +104,7 @@ class HullParams(BaseModel):
 
 def load_hull_params(path: str | Path | None = None) -> HullParams:
     """Settings from YAML (default ``configs/hull.yaml``; built-in defaults if that file is absent)."""
-    p = Path(path) if path is not None else CONFIG_DIR / "hull.yaml"
-    if not p.exists():
-        if path is not None:
-            raise InputError(f"{p}: no such hull config")
-        return HullParams()
-    try:
-        return HullParams.model_validate(yaml.safe_load(p.read_text()) or {})
-    except (yaml.YAMLError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{p}: invalid hull config ({first})") from exc
+    return load_config(HullParams, "hull", path)
 
 
 # ---------------------------------------------------------------------------------------------- the hull
@@ -229,7 +134,7 @@ class ReferenceHull:
         sources: Iterable[str] = DEFAULT_SOURCES,
         exclude_ids: Iterable[str] = (),
         scheme: Scheme = "as_is",
-        stable_threshold: float = STABLE_THRESHOLD,
+        stable_threshold: float = STABLE_E_HULL,
         entry_provider: EntryProvider | None = None,
         provider_name: str = "mp-api",
         cache_size: int = 1024,
@@ -307,11 +212,11 @@ class ReferenceHull:
         """All reference entries whose elements are a subset of ``system`` (exclusions applied), no end points."""
         key = tuple(sorted(set(system)))
         self._check_elements(key, "-".join(key))
-        index = _index(self.sources, self._entries_path)
+        index = entries_by_system(self.sources, self._entries_path)
         out: list[ReferenceEntry] = []
         for k in range(1, len(key) + 1):
             for sub in itertools.combinations(key, k):
-                out.extend(_to_entry(r) for r in index.get(sub, ()) if r[0] not in self.exclude_ids)
+                out.extend(to_reference_entry(r) for r in index.get(sub, ()) if r[0] not in self.exclude_ids)
         if self.entry_provider is not None:
             provided = self.entry_provider(key)
             allowed = set(key)

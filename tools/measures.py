@@ -2,7 +2,7 @@
 
 - structural validity (CDVAE): every periodic interatomic distance > 0.5 A and cell volume > 0.1 A^3.
 - compositional validity (CDVAE): SMACT charge neutrality with the Pauling electronegativity test
-  (the rule lives in :func:`tools.prescreen.smact_check`; this module only names it as a measure).
+  (:func:`smact_check`; the prescreen's charge stage applies the same rule as a gate).
 - stable: E_hull <= 0.1 eV/atom against the reference hull (MatterGen's threshold; CHGNet-relaxed
   energies here, so say "CHGNet-evaluated" beside every number); also reported: E_hull <= 0.
 - unique: no StructureMatcher match earlier in the batch (the first of a group of duplicates counts
@@ -16,7 +16,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -24,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Composition, Structure
 from scipy.stats import norm, wasserstein_distance
 
+from tessera.tools.errors import InputError
 from tessera.tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3, min_periodic_distance
-from tessera.tools.prescreen import smact_check
 
 STABLE_E_HULL: float = 0.1
 """eV/atom: stable means E_hull <= this (MatterGen)."""
@@ -58,6 +60,96 @@ def structural_validity(
 def is_structurally_valid(structure: Structure) -> bool:
     """CDVAE structural validity (see :func:`structural_validity`)."""
     return structural_validity(structure)[0]
+
+
+def _reduced_counts(composition: Composition) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Element symbols (sorted) and integer counts divided by their gcd."""
+    comp = composition.element_composition
+    symbols = tuple(sorted(el.symbol for el in comp.elements))
+    counts = [int(round(comp[s])) for s in symbols]
+    if any(abs(comp[s] - c) > 1e-6 for s, c in zip(symbols, counts)):
+        raise InputError(f"non-integer composition {composition.formula}: charge neutrality needs whole atoms")
+    g = math.gcd(*counts)
+    return symbols, tuple(c // g for c in counts)
+
+
+@lru_cache(maxsize=65536)
+def _smact_check_cached(
+    symbols: tuple[str, ...],
+    counts: tuple[int, ...],
+    oxidation_states_set: str,
+    use_pauling_test: bool,
+    include_alloys: bool,
+    max_combinations: int,
+) -> tuple[bool, str]:
+    import smact
+    from smact.screening import pauling_test
+
+    if len(symbols) == 1:
+        return True, "elemental"
+    if include_alloys and all(s in smact.metals for s in symbols):
+        return True, "all-metal alloy"
+    space = smact.element_dictionary(symbols)
+    elements = [space[s] for s in symbols]
+    attr = {"smact14": "oxidation_states_smact14", "icsd24": "oxidation_states_icsd24",
+            "icsd16": "oxidation_states_icsd16", "pymatgen_sp": "oxidation_states_sp"}.get(oxidation_states_set)
+    if attr is None:
+        raise InputError(f"unknown oxidation_states_set '{oxidation_states_set}' (smact14, icsd24, icsd16, pymatgen_sp)")
+    ox_lists = [list(getattr(e, attr) or []) for e in elements]
+    missing = [s for s, ox in zip(symbols, ox_lists) if not ox]
+    if missing:
+        return False, f"no known oxidation states for {', '.join(missing)}"
+    n_combos = math.prod(len(ox) for ox in ox_lists)
+    if n_combos > max_combinations:
+        return False, f"{n_combos} oxidation-state combinations exceed the limit {max_combinations}"
+    electronegs = [e.pauling_eneg for e in elements]
+    neutral_found = False
+    for ox_states in itertools.product(*ox_lists):
+        # CDVAE calls smact.neutral_ratios with the single allowed stoichiometry (the reduced counts);
+        # that is exactly "sum of oxidation state x count is zero", computed here directly.
+        if sum(o * c for o, c in zip(ox_states, counts)) != 0:
+            continue
+        neutral_found = True
+        if use_pauling_test:
+            try:
+                eneg_ok = pauling_test(ox_states, electronegs)
+            except TypeError:
+                # CDVAE's rule: an element without a Pauling electronegativity does not veto.
+                eneg_ok = True
+        else:
+            eneg_ok = True
+        if eneg_ok:
+            assignment = " ".join(f"{s}{o:+d}" for s, o in zip(symbols, ox_states))
+            return True, f"charge-neutral: {assignment}"
+    if neutral_found:
+        return False, "every charge-neutral oxidation-state assignment fails the electronegativity test"
+    return False, "no charge-neutral combination of oxidation states"
+
+
+def smact_check(
+    composition: Composition | str,
+    *,
+    oxidation_states_set: str = "smact14",
+    use_pauling_test: bool = True,
+    include_alloys: bool = True,
+    max_combinations: int = 1_000_000,
+) -> tuple[bool, str]:
+    """CDVAE's compositional validity (SMACT charge neutrality + electronegativity test), with a reason.
+
+    Elemental compositions and (with ``include_alloys``) all-metal alloys pass outright; otherwise some
+    assignment of the elements' oxidation states (SMACT's 2014 list by default, as CDVAE used) must
+    balance the charge of the gcd-reduced composition and pass the electronegativity ordering test.
+
+    Returns:
+        (valid, reason): reason names the charge-neutral assignment found, or why none passed.
+
+    Raises:
+        InputError: a non-integer composition, or an unknown ``oxidation_states_set``.
+    """
+    comp = Composition(composition) if isinstance(composition, str) else composition
+    symbols, counts = _reduced_counts(comp)
+    return _smact_check_cached(symbols, counts, oxidation_states_set, use_pauling_test, include_alloys,
+                               int(max_combinations))
 
 
 def compositional_validity(composition: Composition | Structure | str) -> tuple[bool, str]:

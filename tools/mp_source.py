@@ -32,7 +32,7 @@ from pymatgen.core import Composition
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
 from tessera.tools.errors import DataError, InputError, ToolFailed
-from tessera.tools.hull import ReferenceEntry, load_elemental_references
+from tessera.tools.reference_data import ReferenceEntry, load_elemental_references
 
 THERMO_TYPE: str = "GGA_GGA+U"
 SOURCE_NAME: str = "mp-api"

@@ -23,22 +23,20 @@ and composition only, so a rotated, translated or permuted copy gets the same ou
 
 from __future__ import annotations
 
-import itertools
 import math
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-import yaml
 from ase.data import covalent_radii
 from pydantic import BaseModel, ConfigDict, Field
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Structure
 
 from tessera.tools.candidate import StageOutcome
+from tessera.tools.config import load_config
 from tessera.tools.errors import InputError
 from tessera.tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3
-from tessera.tools.paths import CONFIG_DIR
+from tessera.tools.measures import smact_check  # the rule is a measure (CDVAE compositional validity)
 
 EhullFn = Callable[[Structure, float], float]
 """(structure, CHGNet energy per atom in eV/atom, uncorrected) -> energy above the hull, eV/atom."""
@@ -71,89 +69,6 @@ class _PerStructure:
 
 
 # ---------------------------------------------------------------------------------------------- stage 1
-
-
-def _reduced_counts(composition: Composition) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """Element symbols (sorted) and integer counts divided by their gcd."""
-    comp = composition.element_composition
-    symbols = tuple(sorted(el.symbol for el in comp.elements))
-    counts = [int(round(comp[s])) for s in symbols]
-    if any(abs(comp[s] - c) > 1e-6 for s, c in zip(symbols, counts)):
-        raise InputError(f"non-integer composition {composition.formula}: charge neutrality needs whole atoms")
-    g = math.gcd(*counts)
-    return symbols, tuple(c // g for c in counts)
-
-
-@lru_cache(maxsize=65536)
-def _smact_check_cached(
-    symbols: tuple[str, ...],
-    counts: tuple[int, ...],
-    oxidation_states_set: str,
-    use_pauling_test: bool,
-    include_alloys: bool,
-    max_combinations: int,
-) -> tuple[bool, str]:
-    import smact
-    from smact.screening import pauling_test
-
-    if len(symbols) == 1:
-        return True, "elemental"
-    if include_alloys and all(s in smact.metals for s in symbols):
-        return True, "all-metal alloy"
-    space = smact.element_dictionary(symbols)
-    elements = [space[s] for s in symbols]
-    attr = {"smact14": "oxidation_states_smact14", "icsd24": "oxidation_states_icsd24",
-            "icsd16": "oxidation_states_icsd16", "pymatgen_sp": "oxidation_states_sp"}.get(oxidation_states_set)
-    if attr is None:
-        raise InputError(f"unknown oxidation_states_set '{oxidation_states_set}' (smact14, icsd24, icsd16, pymatgen_sp)")
-    ox_lists = [list(getattr(e, attr) or []) for e in elements]
-    missing = [s for s, ox in zip(symbols, ox_lists) if not ox]
-    if missing:
-        return False, f"no known oxidation states for {', '.join(missing)}"
-    n_combos = math.prod(len(ox) for ox in ox_lists)
-    if n_combos > max_combinations:
-        return False, f"{n_combos} oxidation-state combinations exceed the limit {max_combinations}"
-    electronegs = [e.pauling_eneg for e in elements]
-    neutral_found = False
-    for ox_states in itertools.product(*ox_lists):
-        # CDVAE calls smact.neutral_ratios with the single allowed stoichiometry (the reduced counts);
-        # that is exactly "sum of oxidation state x count is zero", computed here directly.
-        if sum(o * c for o, c in zip(ox_states, counts)) != 0:
-            continue
-        neutral_found = True
-        if use_pauling_test:
-            try:
-                eneg_ok = pauling_test(ox_states, electronegs)
-            except TypeError:
-                # CDVAE's rule: an element without a Pauling electronegativity does not veto.
-                eneg_ok = True
-        else:
-            eneg_ok = True
-        if eneg_ok:
-            assignment = " ".join(f"{s}{o:+d}" for s, o in zip(symbols, ox_states))
-            return True, f"charge-neutral: {assignment}"
-    if neutral_found:
-        return False, "every charge-neutral oxidation-state assignment fails the electronegativity test"
-    return False, "no charge-neutral combination of oxidation states"
-
-
-def smact_check(
-    composition: Composition | str,
-    *,
-    oxidation_states_set: str = "smact14",
-    use_pauling_test: bool = True,
-    include_alloys: bool = True,
-    max_combinations: int = 1_000_000,
-) -> tuple[bool, str]:
-    """CDVAE's compositional validity (SMACT charge neutrality + electronegativity test), with a reason.
-
-    Returns:
-        (valid, reason): reason names the charge-neutral assignment found, or why none passed.
-    """
-    comp = Composition(composition) if isinstance(composition, str) else composition
-    symbols, counts = _reduced_counts(comp)
-    return _smact_check_cached(symbols, counts, oxidation_states_set, use_pauling_test, include_alloys,
-                               int(max_combinations))
 
 
 class ChargeNeutralityStage(_PerStructure):
@@ -416,17 +331,7 @@ class PrescreenParams(BaseModel):
 
 def load_prescreen_params(path: str | Path | None = None) -> PrescreenParams:
     """Settings from YAML (default ``configs/prescreen.yaml``; built-in defaults if that file is absent)."""
-    p = Path(path) if path is not None else CONFIG_DIR / "prescreen.yaml"
-    if not p.exists():
-        if path is not None:
-            raise InputError(f"{p}: no such prescreen config")
-        return PrescreenParams()
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-        return PrescreenParams.model_validate(data)
-    except (yaml.YAMLError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{p}: invalid prescreen config ({first})") from exc
+    return load_config(PrescreenParams, "prescreen", path)
 
 
 def build_prescreen(

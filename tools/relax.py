@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
 from tessera.tools.candidate import RelaxOutcome
-from tessera.tools.errors import InputError
+from tessera.tools.config import load_config
 from tessera.tools.io import min_periodic_distance
-from tessera.tools.paths import CONFIG_DIR
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -68,16 +66,7 @@ class RelaxParams(BaseModel):
 
 def load_relax_params(path: str | Path | None = None) -> RelaxParams:
     """Settings from YAML (default ``configs/relax.yaml``; built-in defaults when that file is absent)."""
-    p = Path(path) if path is not None else CONFIG_DIR / "relax.yaml"
-    if not p.exists():
-        if path is not None:
-            raise InputError(f"{p}: no such relax config")
-        return RelaxParams()
-    try:
-        return RelaxParams.model_validate(yaml.safe_load(p.read_text()) or {})
-    except (yaml.YAMLError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{p}: invalid relax config ({first})") from exc
+    return load_config(RelaxParams, "relax", path)
 
 
 @runtime_checkable

@@ -12,6 +12,7 @@ from pymatgen.core.operations import SymmOp
 
 from tests.conftest import rattled
 from tessera.tools.io import read_structures
+from tessera.tools.measures import smact_check
 from tessera.tools.prescreen import (
     ChargeNeutralityStage,
     EhullStage,
@@ -21,7 +22,6 @@ from tessera.tools.prescreen import (
     PrescreenStage,
     build_prescreen,
     load_prescreen_params,
-    smact_check,
     space_occupation_ratio,
 )
 from tessera.tools.relax import static_energies

@@ -156,7 +156,7 @@ def test_serial_batch_goes_on_past_a_bad_item(cu_fcc: Structure) -> None:
     assert "relaxer raised RuntimeError: model exploded on Ag" == results[1].error
 
 
-def test_config_file_matches_the_issue_defaults() -> None:
+def test_shipped_relax_config_is_fmax_0_05_500_steps_120_s_frechet_chgnet_0_3_0() -> None:
     p = load_relax_params()
     assert (p.fmax, p.steps, p.max_seconds, p.cell_filter, p.model) == (0.05, 500, 120.0, "frechet", "0.3.0")
 
