@@ -268,7 +268,7 @@ def audit_show(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """The run's timeline: every event in order."""
-    from tessera.store.report import summarize_event
+    from tessera.agents.report import summarize_event
 
     try:
         st = _open(store)
@@ -320,7 +320,7 @@ def audit_export(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """An offline HTML report of a run: verdict, numbers, plots, structures, timeline."""
-    from tessera.store.report import write_run_report
+    from tessera.agents.report import write_run_report
 
     try:
         st = _open(store)

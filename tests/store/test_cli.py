@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 import tessera.cli.store_cmds  # noqa: F401  (registers the commands on the app)
 from tessera.cli.common import app
 from tessera.store import Store
+from tessera.tools.measures import STABLE_E_HULL
 from tests.store.conftest import make_candidates
 
 runner = CliRunner()
@@ -78,6 +79,9 @@ def test_review_and_audit(populated: tuple[Path, str], tmp_path: Path) -> None:
     assert len(pngs) >= 12 + 1  # a picture per candidate plus the plots
     assert base64.b64decode(pngs[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "make it" in html and "cheap first" in html and "chain intact" in html
+    # The report counts "stable" with the one threshold the rest of Tessera uses.
+    n_stable = Store.open(root).count(run_id=run_id, max_e_hull=STABLE_E_HULL)
+    assert f"<th>stable (E_hull ≤ {STABLE_E_HULL} eV/atom)</th><td>{n_stable}</td>" in html
     assert "http://" not in html and "https://" not in html  # offline: nothing fetched when opened
 
     log = root / "audit" / f"{run_id}.jsonl"

@@ -1,7 +1,8 @@
 """An offline HTML report of one run for a chemist: verdict, numbers, plots, structures, timeline.
 
 Everything is in one file (pictures are base64 PNG from matplotlib), so it opens without a network
-and can be archived next to the lab notebook.
+and can be archived next to the lab notebook. It reads the store only through ``tessera.store``'s
+public records (RunRecord, StoredCandidate, AuditEvent, VerifyResult); the caller fetches them.
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ matplotlib.use("Agg")  # headless: the report is written on servers without a di
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tessera.store.audit import AuditEvent, VerifyResult  # noqa: E402
-from tessera.store.schema import RunRecord, StoredCandidate  # noqa: E402
-
-STABLE_THRESHOLD = 0.1  # eV/atom above the hull (MatterGen's threshold; see ARCHITECTURE.md measures)
+from tessera.store import AuditEvent, RunRecord, StoredCandidate, VerifyResult  # noqa: E402
+from tessera.tools.measures import STABLE_E_HULL  # noqa: E402
 
 
 def summarize_event(ev: AuditEvent) -> str:
@@ -99,7 +98,7 @@ def _ehull_histogram(values: list[float]) -> str:
     arr = np.clip(np.asarray(values, dtype=float), -0.5, 1.5)
     ax.hist(arr, bins=40, color="#4472c4", edgecolor="white")
     ax.axvline(0.0, color="k", lw=1, label="on the hull")
-    ax.axvline(STABLE_THRESHOLD, color="#c00000", lw=1, ls="--", label=f"{STABLE_THRESHOLD} eV/atom")
+    ax.axvline(STABLE_E_HULL, color="#c00000", lw=1, ls="--", label=f"{STABLE_E_HULL} eV/atom")
     ax.set_xlabel("E_hull (eV/atom, CHGNet-relaxed; clipped to [-0.5, 1.5])")
     ax.set_ylabel("candidates")
     ax.legend(fontsize=8)
@@ -179,7 +178,7 @@ def render_run_report(
     stats = [
         ("candidates", n),
         ("with E_hull", len(ehull)),
-        (f"stable (E_hull ≤ {STABLE_THRESHOLD} eV/atom)", sum(1 for x in ehull if x <= STABLE_THRESHOLD)),
+        (f"stable (E_hull ≤ {STABLE_E_HULL} eV/atom)", sum(1 for x in ehull if x <= STABLE_E_HULL)),
         ("on or below the hull (E_hull ≤ 0)", sum(1 for x in ehull if x <= 0)),
         ("stable, unique and novel (S.U.N.)", sum(bool(c.stable and c.unique and c.novel) for c in candidates)),
         ("meet the design constraints", sum(bool(c.constraints_satisfied) for c in candidates)),
