@@ -7,7 +7,9 @@ it is written: at the top, inside a function (a lazy import is still a dependenc
 (a) tools/, generators/ and store/ are UI-free: they never import typer or rich;
 (b) only cli/ imports ``tessera.cli``;
 (c) generators/ stands alone: nothing from ``tessera.tools``, ``tessera.store`` or ``tessera.agents``;
-(d) there is no import cycle among tessera modules (the failure names the cycle, file:line per edge).
+(d) there is no import cycle among tessera modules (the failure names the cycle, file:line per edge);
+(e) the bottom of the house (errors, paths, the Candidate record, structure io, the measures, the config
+    loader, the hull's reference data and energy scale) imports nothing from the pipeline above it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ROOMS: tuple[str, ...] = ("agents", "cli", "tools", "generators", "store")
 """Top-level folders that install as ``tessera.<room>`` (pyproject.toml package-dir)."""
+BOTTOM: frozenset[str] = frozenset(
+    f"tessera.tools.{name}"
+    for name in ("errors", "paths", "candidate", "io", "measures", "config", "reference_data", "energy_scale")
+)
+"""Core records and shared rules: they may import each other, never a pipeline stage (prescreen, relax, ...)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,14 @@ def test_generators_import_nothing_from_tools_store_or_agents(imports: list[Impo
     bad = [i for i in imports if _in_room(i.source, "generators")
            and any(_under(i.target, f"tessera.{room}") for room in ("tools", "store", "agents"))]
     assert not bad, _report(bad, "from generators/ into another room")
+
+
+def test_the_bottom_of_the_house_imports_nothing_above_it(imports: list[Import], modules: set[str]) -> None:
+    missing = BOTTOM - modules
+    assert not missing, f"bottom-of-the-house modules not found: {sorted(missing)}"
+    graph = _graph(imports, modules)
+    bad = [i for source in sorted(BOTTOM) for target, i in graph[source].items() if target not in BOTTOM]
+    assert not bad, _report(bad, "from a core module into the pipeline above it")
 
 
 def _graph(imports: list[Import], modules: set[str]) -> dict[str, dict[str, Import]]:
