@@ -6,13 +6,29 @@ import json
 import sys
 from typing import Any, NoReturn
 
+import click
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tessera.tools.errors import TesseraError
+from tessera.tools.runlog import RunOpener
+
+class OneLineErrors(TyperGroup):
+    """The command group that turns any TesseraError escaping a command into one line on stderr and exit 1
+    (for the console script and for Typer's test runner alike)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TesseraError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="tessera",
     help="Steered discovery of crystalline materials.",
     no_args_is_help=True,
@@ -39,6 +55,18 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print one clear line on stderr and exit non-zero."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def run_opener(store: str | None, *, no_store: bool = False) -> RunOpener | None:
+    """The store's ``start_run`` for a job to record its run in (None with ``--no-store``).
+
+    The store is opened here, before any work, so a bad ``--store`` is one line, not an hour lost.
+    """
+    if no_store:
+        return None
+    from tessera.store import Store
+
+    return Store.open(store).start_run
 
 
 def progress(*, transient: bool = False) -> Progress:

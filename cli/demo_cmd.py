@@ -1,52 +1,14 @@
-"""``tessera demo``: the main job on the embedded defaults, offline.
-
-Until the planner agent exists the main job is "generate, then judge": sample crystals with the shipped
-generator and run them through the gated pipeline (prescreen, CHGNet relaxation, hull, novelty), then
-evaluate the shipped example set (six held-out Materials Project structures that the pipeline should
-call stable, two random pyxtal structures of the same compositions that it should not). Both runs are
-recorded in the default store, with E_hull plots.
-"""
+"""``tessera demo``: the main job on the embedded defaults, offline (the steps live in tessera.tools.demo)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from tessera.cli.common import JSON_OPTION, app, emit_json, err_console
-from tessera.cli.evaluate_cmd import evaluate_paths, print_table
-from tessera.cli.generator_cmds import sample_to_folder
-from tessera.tools.measures import STABLE_E_HULL
-from tessera.tools.paths import DATA_DIR
-
-EXAMPLES_DIR = DATA_DIR / "examples"
-
-
-def plot_ehull(candidates_jsonl: Path, png: Path, *, title: str = "") -> Path:
-    """Bar chart of E_hull per input (eV/atom), coloured by each record's ``stable`` flag, with the stability line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in candidates_jsonl.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("e_hull") is not None]
-    labels = [f"{r['formula']}\n{Path(r['source']).stem[:18]}" for r in rows]
-    values = [r["e_hull"] for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
-    ax.bar(range(len(rows)), values, color=["tab:green" if r["stable"] else "tab:red" for r in rows])
-    ax.axhline(STABLE_E_HULL, color="k", ls="--", lw=1, label=f"stable: E_hull <= {STABLE_E_HULL} eV/atom")
-    ax.set_xticks(range(len(rows)), labels, fontsize=7)
-    ax.set_ylabel("E_hull (eV/atom, CHGNet vs MP reference hull)")
-    if title:
-        ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+from tessera.cli.common import JSON_OPTION, app, emit_json, err_console, run_opener
+from tessera.cli.render import EvaluationProgress, print_evaluation
 
 
 @app.command("demo")
@@ -58,26 +20,28 @@ def demo_command(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Generate crystals with the shipped model and judge them; judge the shipped example set; plot E_hull."""
-    result: dict = {}
+    from tessera.tools.demo import DemoParams, generate_and_judge, judge_examples
+
+    params = DemoParams(out=out, n=n, seed=seed)
+    open_run = run_opener(store)
+    result: dict[str, Any] = {}
     if n > 0:
         if not json_out:
-            err_console.rule(f"1. generate {n} crystals (shipped generator, seed {seed})")
-        sampled, cifs = sample_to_folder(out=out / "samples", n=n, seed=seed, store=store)
+            err_console.rule(f"1. generate {n} crystals (shipped generator, seed {seed}) and judge them (gated)")
+        with EvaluationProgress(quiet=json_out) as on_step:
+            generated = generate_and_judge(params, open_run=open_run, on_step=on_step)
+        result["generated"] = {"sample": generated.sample.payload(), "evaluate": generated.evaluate.payload(),
+                               "plot": str(generated.plot)}
         if not json_out:
-            err_console.print(f"sampled {sampled['n']} crystals in {sampled['seconds']:.1f} s; judging them (gated)")
-        payload, candidates, summary = evaluate_paths(cifs, out=out / "generated", store=store, gate=True, quiet=json_out)
-        png = plot_ehull(out / "generated" / "candidates.jsonl", out / "generated" / "ehull.png",
-                         title=f"generated (seed {seed}): relaxed candidates")
-        result["generated"] = {"sample": sampled, "evaluate": payload, "plot": str(png)}
-        if not json_out:
-            print_table(candidates, summary, out / "generated", payload["run_id"])
+            err_console.print(f"sampled {len(generated.sample.candidates)} crystals in {generated.sample.seconds:.1f} s")
+            print_evaluation(generated.evaluate)
     if not json_out:
         err_console.rule("2. the shipped example set (6 held-out MP structures, 2 random pyxtal ones)")
-    payload, candidates, summary = evaluate_paths([EXAMPLES_DIR], out=out / "examples", store=store, quiet=json_out)
-    png = plot_ehull(out / "examples" / "candidates.jsonl", out / "examples" / "ehull.png", title="shipped example set")
-    result["examples"] = {"evaluate": payload, "plot": str(png)}
+    with EvaluationProgress(quiet=json_out) as on_step:
+        examples = judge_examples(params, open_run=open_run, on_step=on_step)
+    result["examples"] = {"evaluate": examples.evaluate.payload(), "plot": str(examples.plot)}
     if json_out:
         emit_json(result)
         return
-    print_table(candidates, summary, out / "examples", payload["run_id"])
+    print_evaluation(examples.evaluate)
     err_console.print(f"E_hull plots: {', '.join(str(v['plot']) for v in result.values())}")

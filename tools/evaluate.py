@@ -1,9 +1,10 @@
 """The evaluation pipeline: prescreen -> relax -> hull -> analyze, over candidates.
 
-This is the judge every other room uses: ``tessera evaluate`` runs it on files; the generation loop runs
-it on sampled candidates (with every prescreen stage gating). It is written as a generator of steps
-(ARCHITECTURE Style 4): :func:`iter_evaluate` yields an :class:`EvalStep` after each unit of work so
-the caller can drive progress bars and the audit log; :func:`evaluate` consumes it.
+This is the judge every other room uses: :func:`evaluate_files` (the job behind ``tessera evaluate``)
+runs it on structure files; the generation loop runs it on sampled candidates (with every prescreen
+stage gating). It is written as a generator of steps (ARCHITECTURE Style 4): :func:`iter_evaluate`
+yields an :class:`EvalStep` after each unit of work so the caller can drive progress bars and the
+audit log; :func:`evaluate` consumes it.
 
 Durability: each relaxation outcome is appended (and fsync'd) to ``<out>/relax_progress.jsonl`` the
 moment it arrives, keyed by the SHA-256 of the input structure's CIF. A rerun into the same folder
@@ -19,16 +20,19 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Sequence
+from contextlib import nullcontext
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymatgen.core import Structure
 
 from tessera.tools.candidate import Candidate, RelaxOutcome, StageOutcome
-from tessera.tools.errors import TesseraError
-from tessera.tools.io import read_structures
+from tessera.tools.errors import InputError, TesseraError
+from tessera.tools.isolation import attempt
+from tessera.tools.io import ReadResult, read_structures
+from tessera.tools.measures import STABLE_E_HULL
 from tessera.tools.prescreen import PrescreenParams, build_prescreen, load_prescreen_params
 from tessera.tools.relax import Relaxer, RelaxParams, load_relax_params, relax_many
+from tessera.tools.runlog import RunLog, RunOpener
 
 GEOMETRY_STAGE = "geometry"
 
@@ -44,7 +48,9 @@ class EvaluateParams(BaseModel):
     )
     prescreen: PrescreenParams = Field(default_factory=load_prescreen_params)
     relax: RelaxParams = Field(default_factory=load_relax_params)
-    stable_threshold: float = Field(0.1, description="eV/atom: E_hull at or below this counts as stable (MatterGen)")
+    stable_threshold: float = Field(
+        STABLE_E_HULL, description="eV/atom: E_hull at or below this counts as stable (MatterGen)"
+    )
     hull_sources: list[str] | None = Field(None, description="reference hull sources; None = the hull tool's default")
     exclude_ids: list[str] = Field(
         default_factory=list,
@@ -66,7 +72,7 @@ class EvaluateSummary(BaseModel):
     n_relaxed: int
     n_converged: int
     n_hull: int
-    n_stable: int = Field(description=f"E_hull <= stable_threshold")
+    n_stable: int = Field(description="E_hull <= stable_threshold")
     n_stable_le0: int = Field(description="E_hull <= 0 (on or below the reference hull)")
     n_unique: int
     n_novel: int
@@ -101,16 +107,18 @@ def structure_key(cif: str) -> str:
     return hashlib.sha256(cif.encode()).hexdigest()
 
 
+def candidates_of(read: ReadResult) -> list[Candidate]:
+    """One candidate per item read; an unreadable one carries its error line."""
+    return [
+        Candidate.from_structure(item.structure, source=item.source) if item.structure is not None
+        else Candidate(source=item.source, error=item.error)
+        for item in read.items
+    ]
+
+
 def candidates_from_paths(paths: Sequence[str | Path]) -> list[Candidate]:
     """One candidate per structure found in ``paths``; unreadable ones carry their error line."""
-    result = read_structures(list(paths))
-    out: list[Candidate] = []
-    for item in result.items:
-        if item.structure is not None:
-            out.append(Candidate.from_structure(item.structure, source=item.source))
-        else:
-            out.append(Candidate(source=item.source, error=item.error))
-    return out
+    return candidates_of(read_structures(list(paths)))
 
 
 class RelaxJournal:
@@ -171,8 +179,16 @@ def iter_evaluate(
     hull = ReferenceHull.default(sources=params.hull_sources, exclude_ids=params.exclude_ids)
 
     # --- prescreen ---------------------------------------------------------------------------------
-    live = [i for i, c in enumerate(candidates) if c.error is None]
-    structures = {i: candidates[i].structure() for i in live}
+    # Per-item isolation (issue 19): whatever one candidate raises in a stage becomes its error line.
+    structures: dict = {}  # index -> pymatgen Structure
+    for i, c in enumerate(candidates):
+        if c.error is None:
+            rebuilt = attempt(c.structure)
+            if rebuilt.ok and rebuilt.value is not None:
+                structures[i] = rebuilt.value
+            else:
+                c.error = f"prescreen: cannot rebuild the structure: {rebuilt.error}"
+    live = list(structures)
     prescreen = build_prescreen(
         params.prescreen.model_copy(update={"gate": params.gate}),
         ehull_fn=hull.ehull_fn(),
@@ -219,11 +235,11 @@ def iter_evaluate(
     for i, cand in enumerate(candidates):
         if not cand.relaxed or cand.energy_per_atom is None:
             continue
-        try:
-            res = hull.e_hull(cand.structure(), cand.energy_per_atom)
-        except TesseraError as exc:
-            cand.error = f"hull: {exc}"
+        placed = attempt(lambda c: hull.e_hull(c.structure(), c.energy_per_atom), cand)
+        if not placed.ok or placed.value is None:
+            cand.error = f"hull: {placed.error}"
         else:
+            res = placed.value
             cand.e_hull = res.e_hull
             cand.formation_energy_per_atom = res.formation_energy_per_atom
             cand.corrected_energy_per_atom = res.corrected_energy_per_atom
@@ -231,8 +247,22 @@ def iter_evaluate(
         yield EvalStep("hull", i, total, cand)
 
     # --- analyze ----------------------------------------------------------------------------------
-    for i in assess_batch(candidates, novelty=params.novelty, exclude_ids=params.exclude_ids):
-        yield EvalStep("analyze", i, total, candidates[i])
+    analysed: set[int] = set()
+    batch = assess_batch(candidates, novelty=params.novelty, exclude_ids=params.exclude_ids)
+    while (step := attempt(next, batch, None)).ok and step.value is not None:
+        analysed.add(step.value)
+        yield EvalStep("analyze", step.value, total, candidates[step.value])
+    if not step.ok:
+        # One candidate broke the batch analysis: judge the rest one by one, so only that one fails. Alone,
+        # a candidate cannot be compared with the batch: its uniqueness stays unknown (None).
+        for i in (k for k in range(total) if k not in analysed):
+            cand = candidates[i]
+            alone = attempt(lambda c: list(assess_batch([c], novelty=params.novelty, exclude_ids=params.exclude_ids)),
+                            cand)
+            cand.unique = None
+            if not alone.ok and cand.error is None:
+                cand.error = f"analyze: {alone.error}"
+            yield EvalStep("analyze", i, total, cand)
     yield EvalStep("done", total, total, None)
 
 
@@ -305,6 +335,114 @@ def evaluate(
     return summary
 
 
-def structures_of(candidates: Sequence[Candidate]) -> list[Structure | None]:
-    """Final structures (None where a candidate has none)."""
-    return [c.structure() if c.cif is not None else None for c in candidates]
+class EvaluateFilesParams(BaseModel):
+    """What :func:`evaluate_files` judges and where it writes: structure files or folders, an output
+    folder, and the evaluation's own parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[Path] = Field(description="structure files or folders (CIF, POSCAR, extxyz, pymatgen JSON)")
+    out: Path = Field(description="output folder for candidates.jsonl, summary.json and the relaxation journal")
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+
+
+class EvaluateFilesResult(BaseModel):
+    """The outcome of :func:`evaluate_files`, echoing its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: EvaluateFilesParams
+    summary: EvaluateSummary
+    candidates: list[Candidate]
+    skipped: list[str] = Field(default_factory=list, description="files in the folders that are not structure files")
+    run_id: str | None = Field(None, description="the recorded run, when the job was given a store")
+
+    @property
+    def candidates_path(self) -> Path:
+        return self.params.out / "candidates.jsonl"
+
+    def payload(self) -> dict[str, Any]:
+        """The flat JSON object of ``tessera evaluate --json``: counts, rates, where the records are, the run."""
+        return {"out": str(self.candidates_path), "run_id": self.run_id, "n_skipped": len(self.skipped),
+                **self.summary.model_dump(mode="json", exclude={"params"})}
+
+
+def _output_folder(out: Path) -> Path:
+    """``out`` as a usable folder, or one clear InputError (it is a file, or cannot be created)."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is an existing file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    return out
+
+
+def relax_logger(run: RunLog) -> Callable[[EvalStep], None]:
+    """An ``on_step`` that logs each relaxation's outcome to ``run`` as a tool call, as it completes
+    (durably, before the next one is acted on)."""
+
+    def on_step(step: EvalStep) -> None:
+        c = step.candidate
+        if step.stage != "relax" or c is None:
+            return
+        run.log_tool_call(
+            tool="relax",
+            arguments={"candidate": c.id, "source": c.source, "formula": c.formula},
+            result_summary={"relaxed": c.relaxed, "converged": c.converged, "steps": c.relax_steps,
+                            "energy_per_atom": c.energy_per_atom},
+            seconds=c.relax_seconds or 0.0,
+            error=c.error,
+        )
+
+    return on_step
+
+
+def evaluate_files(
+    params: EvaluateFilesParams,
+    *,
+    open_run: RunOpener | None = None,
+    on_step: Callable[[EvalStep], None] | None = None,
+    relaxer: Relaxer | None = None,
+) -> EvaluateFilesResult:
+    """Read structure files, evaluate them, write ``<out>/candidates.jsonl`` and ``summary.json``.
+
+    Every file that is read gets one candidate; an unreadable one carries its error line (reported as a
+    ``read`` step) and the batch goes on. With ``open_run`` the run is recorded: opened before any work,
+    each relaxation logged as it completes, the candidates and the summary added at the end. Raises
+    InputError only for an error of the whole run (missing path, no structure files, unusable ``out``).
+    """
+    missing = [str(p) for p in params.paths if not Path(p).exists()]
+    if missing:
+        raise InputError(f"no such file or folder: {', '.join(missing)}")
+    out = _output_folder(params.out)
+    read = read_structures(list(params.paths))
+    candidates = candidates_of(read)
+    if not candidates:
+        raise InputError(f"no structure files found in {', '.join(str(p) for p in params.paths)}")
+    for i, cand in enumerate(candidates):
+        if on_step is not None:
+            on_step(EvalStep("read", i, len(candidates), cand))
+
+    run = None
+    if open_run is not None:
+        run = open_run("evaluate", {"inputs": [str(p) for p in params.paths], "out": str(out),
+                                    **params.evaluate.model_dump(mode="json")})
+    log_relax = relax_logger(run) if run is not None else None
+
+    def each_step(step: EvalStep) -> None:
+        if log_relax is not None:
+            log_relax(step)
+        if on_step is not None:
+            on_step(step)
+
+    with run if run is not None else nullcontext():
+        summary = evaluate(candidates, params.evaluate, out_dir=out, on_step=each_step, relaxer=relaxer)
+        if run is not None:
+            summary_json = summary.model_dump(mode="json", exclude={"params"})
+            run.log_tool_call(tool="evaluate", arguments={"n_inputs": summary.n_inputs, "out": str(out)},
+                              result_summary=summary_json, seconds=summary.seconds)
+            run.add_candidates(candidates)
+            run.finish(summary_json)
+    return EvaluateFilesResult(params=params, summary=summary, candidates=candidates, skipped=read.skipped,
+                               run_id=run.run_id if run is not None else None)

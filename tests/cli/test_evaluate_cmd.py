@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # The installed console script, as a user runs it. (``python -m agents`` would put the working directory
 # first on sys.path, where a store folder named ``store`` would shadow the ``store`` package.)
 TESSERA = [str(Path(sys.executable).with_name("tessera"))]

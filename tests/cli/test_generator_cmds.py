@@ -8,9 +8,8 @@ from pathlib import Path
 from pymatgen.core import Element, Structure
 from typer.testing import CliRunner
 
-import tessera.cli.generator_cmds  # noqa: F401  (registers the commands on the app)
-from tessera.cli.common import app
-from tessera.cli.generator_cmds import SHIPPED_CHECKPOINT
+from tessera.cli import app
+from tessera.tools.sample import SHIPPED_CHECKPOINT
 
 runner = CliRunner()
 
@@ -106,7 +105,7 @@ def test_warm_start_lineage_keeps_every_earlier_stage(tmp_path: Path) -> None:
     """A fine-tune of a fine-tune records both earlier stages, oldest first, each with its weights' sha256."""
     import hashlib
 
-    from tessera.cli.generator_cmds import training_lineage
+    from tessera.tools.train import training_lineage
 
     weights = tmp_path / "stage2.pt"
     weights.write_bytes(b"not really weights, only hashed")

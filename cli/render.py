@@ -1,0 +1,86 @@
+"""Rendering shared by the commands: progress bars for an evaluation and the result table (stderr)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from rich.progress import Progress
+
+from tessera.cli.common import err_console, progress
+from tessera.tools.evaluate import EvalStep, EvaluateFilesResult
+
+
+class EvaluationProgress:
+    """An ``on_step`` for :func:`tessera.tools.evaluate.evaluate_files`: one Rich bar per stage on stderr,
+    and one line per file that could not be read. Use as a context manager around the job."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.bar: Progress = progress(transient=False)
+        self.tasks: dict[str, int] = {}
+        self.relax_total = 0
+
+    def __enter__(self) -> "EvaluationProgress":
+        if not self.quiet:
+            self.bar.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.bar.stop()
+
+    def _task(self, stage: str, label: str, total: int | None) -> int:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(label, total=total)
+        return self.tasks[stage]
+
+    def __call__(self, step: EvalStep) -> None:
+        if step.stage == "read":
+            if step.candidate is not None and step.candidate.error is not None and not self.quiet:
+                err_console.print(f"[yellow]skipped:[/] {step.candidate.error}", highlight=False, soft_wrap=True)
+            return
+        prescreen = self._task("prescreen", "prescreen", step.total)
+        relax = self._task("relax", "relax (CHGNet)", None)
+        hull = self._task("hull", "hull", None)
+        analyze = self._task("analyze", "analyze", None)
+        if step.stage == "prescreen":
+            self.bar.advance(prescreen)
+            if step.candidate is not None and step.candidate.error is None:
+                self.relax_total += 1
+                self.bar.update(relax, total=self.relax_total)
+                self.bar.update(hull, total=self.relax_total)
+        elif step.stage == "relax":
+            self.bar.advance(relax)
+        elif step.stage == "hull":
+            self.bar.advance(hull)
+        elif step.stage == "analyze":
+            self.bar.update(analyze, total=step.total)
+            self.bar.advance(analyze)
+
+
+def print_evaluation(result: EvaluateFilesResult) -> None:
+    """The per-candidate table and the one-line summary of an evaluation."""
+    from rich.table import Table
+
+    summary = result.summary
+    table = Table(title=f"tessera evaluate: {summary.n_inputs} inputs in {summary.seconds:.0f} s")
+    for col in ("source", "formula", "relaxed", "E_hull (eV/atom)", "stable", "novel", "spacegroup", "error"):
+        table.add_column(col, overflow="fold")
+    for c in result.candidates:
+        table.add_row(
+            Path(c.source).name,
+            c.formula or "",
+            "yes" if c.relaxed else "no",
+            f"{c.e_hull:.3f}" if c.e_hull is not None else "",
+            {True: "yes", False: "no", None: ""}[c.stable],
+            {True: "yes", False: "no", None: ""}[c.novel],
+            c.spacegroup or "",
+            (c.error or "").replace(c.source + ": ", "").replace(c.source, Path(c.source).name),
+        )
+    err_console.print(table)
+    skipped = f"; {len(result.skipped)} files skipped as not structures" if result.skipped else ""
+    err_console.print(
+        f"stable {summary.n_stable}/{summary.n_inputs} (E_hull <= {summary.params.stable_threshold} eV/atom, CHGNet), "
+        f"S.U.N. {summary.n_sun}; written {result.candidates_path}"
+        + (f"; run {result.run_id}" if result.run_id else "") + skipped
+    )

@@ -1,0 +1,15 @@
+"""Content hashes that tie a record to the exact bytes behind it (weights, inputs)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MB chunks (checkpoint provenance: the exact weights behind a candidate)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
