@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import typer
@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tessera.tools.errors import TesseraError
-from tessera.tools.runlog import RunOpener
+
+if TYPE_CHECKING:
+    from tessera.tools.runlog import RunOpener
 
 class OneLineErrors(TyperGroup):
     """The command group that turns any TesseraError escaping a command into one line on stderr and exit 1
@@ -57,7 +59,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run_opener(store: str | None, *, no_store: bool = False) -> RunOpener | None:
+def run_opener(store: str | None, *, no_store: bool = False) -> "RunOpener | None":
     """The store's ``start_run`` for a job to record its run in (None with ``--no-store``).
 
     The store is opened here, before any work, so a bad ``--store`` is one line, not an hour lost.

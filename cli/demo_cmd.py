@@ -8,7 +8,6 @@ from typing import Any, Optional
 import typer
 
 from tessera.cli.common import JSON_OPTION, app, emit_json, err_console, run_opener
-from tessera.cli.render import EvaluationProgress, print_evaluation
 
 
 @app.command("demo")
@@ -20,6 +19,7 @@ def demo_command(
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Generate crystals with the shipped model and judge them; judge the shipped example set; plot E_hull."""
+    from tessera.cli.render import EvaluationProgress, print_evaluation
     from tessera.tools.demo import DemoParams, generate_and_judge, judge_examples
 
     params = DemoParams(out=out, n=n, seed=seed)

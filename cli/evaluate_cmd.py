@@ -8,11 +8,6 @@ from typing import Optional
 import typer
 
 from tessera.cli.common import JSON_OPTION, app, emit_json, run_opener
-from tessera.cli.render import EvaluationProgress, print_evaluation
-from tessera.tools.evaluate import EvaluateFilesParams, EvaluateParams, evaluate_files
-from tessera.tools.measures import STABLE_E_HULL
-from tessera.tools.prescreen import load_prescreen_params
-from tessera.tools.relax import load_relax_params
 
 
 @app.command("evaluate")
@@ -27,11 +22,17 @@ def evaluate_command(
     fmax: Optional[float] = typer.Option(None, "--fmax", help="relaxation force threshold, eV/A"),
     steps: Optional[int] = typer.Option(None, "--steps", help="relaxation step limit"),
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="wall-time limit per relaxation, s"),
-    stable_threshold: float = typer.Option(STABLE_E_HULL, "--stable-threshold", help="E_hull ceiling for 'stable', eV/atom"),
+    stable_threshold: Optional[float] = typer.Option(
+        None, "--stable-threshold", help="E_hull ceiling for 'stable', eV/atom (default: MatterGen's 0.1)"),
     exclude_id: list[str] = typer.Option([], "--exclude-id", help="material id to leave out of hull and novelty pool"),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Prescreen, relax (CHGNet), hull and analyze the given structures; write OUT/candidates.jsonl."""
+    from tessera.cli.render import EvaluationProgress, print_evaluation
+    from tessera.tools.evaluate import EvaluateFilesParams, EvaluateParams, evaluate_files
+    from tessera.tools.prescreen import load_prescreen_params
+    from tessera.tools.relax import load_relax_params
+
     relax_overrides = {k: v for k, v in {"fmax": fmax, "steps": steps, "max_seconds": max_seconds}.items() if v is not None}
     params = EvaluateFilesParams(
         paths=paths,
@@ -40,7 +41,7 @@ def evaluate_command(
             gate=gate,
             prescreen=load_prescreen_params(),
             relax=load_relax_params().model_copy(update=relax_overrides),
-            stable_threshold=stable_threshold,
+            **({"stable_threshold": stable_threshold} if stable_threshold is not None else {}),
             exclude_ids=list(exclude_id),
             workers=workers,
             address=address,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.progress import Progress
 
 from tessera.cli.common import err_console, progress
-from tessera.tools.evaluate import EvalStep, EvaluateFilesResult
+
+if TYPE_CHECKING:
+    from tessera.tools.evaluate import EvalStep, EvaluateFilesResult
 
 
 class EvaluationProgress:
@@ -34,7 +37,7 @@ class EvaluationProgress:
             self.tasks[stage] = self.bar.add_task(label, total=total)
         return self.tasks[stage]
 
-    def __call__(self, step: EvalStep) -> None:
+    def __call__(self, step: "EvalStep") -> None:
         if step.stage == "read":
             if step.candidate is not None and step.candidate.error is not None and not self.quiet:
                 err_console.print(f"[yellow]skipped:[/] {step.candidate.error}", highlight=False, soft_wrap=True)
@@ -58,7 +61,7 @@ class EvaluationProgress:
             self.bar.advance(analyze)
 
 
-def print_evaluation(result: EvaluateFilesResult) -> None:
+def print_evaluation(result: "EvaluateFilesResult") -> None:
     """The per-candidate table and the one-line summary of an evaluation."""
     from rich.table import Table
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import hashlib
 import importlib.metadata
 import os
 import socket
@@ -11,6 +10,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from tessera.tools.hashing import file_sha256  # noqa: F401 - re-exported: the store records checkpoint hashes
 from tessera.tools.paths import REPO_ROOT
 
 _TRACKED_PACKAGES = ("pymatgen", "chgnet", "torch", "lancedb", "pylance", "numpy", "smact", "spglib", "ase")
@@ -49,15 +49,6 @@ def tool_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MB chunks (checkpoint provenance: the exact weights behind a candidate)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def current_user() -> str:

@@ -10,9 +10,10 @@ and closes the run. An exception escaping the ``with run:`` block marks the run 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
-from tessera.tools.candidate import Candidate
+if TYPE_CHECKING:  # the protocol is imported by the CLI at start-up, which must not pay for pymatgen
+    from tessera.tools.candidate import Candidate
 
 
 @runtime_checkable
@@ -26,7 +27,7 @@ class RunLog(Protocol):
         self, *, tool: str, arguments: Any, result_summary: Any, seconds: float, error: str | None = None
     ) -> Any: ...
 
-    def add_candidates(self, candidates: Sequence[Candidate], *, provenance: dict[str, Any] | None = None) -> Any: ...
+    def add_candidates(self, candidates: Sequence["Candidate"], *, provenance: dict[str, Any] | None = None) -> Any: ...
 
     def finish(self, summary: dict[str, Any] | None = None) -> Any: ...
 
