@@ -4,6 +4,11 @@ The local default is one single-threaded worker process per core: CHGNet relaxat
 PyTorch workloads, so process parallelism beats threads, and each worker pins torch to one thread
 (see :func:`tools.relax.relax_many`). ``address`` joins a running cluster (``dask scheduler`` on a
 workstation, dask-jobqueue on SLURM/PBS) instead.
+
+Memory is bounded per worker: each local worker has a memory limit, and its nanny kills and restarts the
+worker process when it passes ``TERMINATE_FRACTION`` of it. The task it was running is lost (``KilledWorker``
+once ``allowed_failures`` retries are used up), which :func:`tools.relax.relax_many` records as that
+structure's failure; the batch goes on with the restarted worker.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ WORKER_ENV: dict[str, str] = {
 }
 
 
+WORKER_MEMORY_LIMIT: str = "auto"
+"""Memory per local worker: "auto" is the machine's memory divided among the workers (about 11 GB each for two
+workers on 23 GB). A CHGNet relaxation of the largest structure the readers admit (``tools.io.MAX_ATOMS``)
+needs ~2 GB; a pathological one that grows past the limit costs its own worker, not the machine."""
+TERMINATE_FRACTION: float = 0.95
+"""The nanny kills (and restarts) a worker above this fraction of its memory limit (Dask's default)."""
+
+
 def default_workers() -> int:
     """One worker per core available to this process."""
     try:
@@ -49,6 +62,7 @@ def dask_client(
     address: str | None = None,
     allowed_failures: int = 1,
     timeout_s: float = 60.0,
+    memory_limit: str | int | None = None,
 ) -> Iterator[Client]:
     """A Dask client, closed (and its LocalCluster shut down) on exit.
 
@@ -59,6 +73,8 @@ def dask_client(
             (``KilledWorker``); low, so a structure that crashes its worker fails fast instead of
             killing worker after worker.
         timeout_s: how long to wait for the scheduler / the first worker.
+        memory_limit: per local worker, bytes or a string like "2GB" (default ``WORKER_MEMORY_LIMIT``).
+            Ignored when ``address`` is given: an existing cluster keeps its own limits.
     """
     if address is not None:
         try:
@@ -79,12 +95,19 @@ def dask_client(
         "distributed.nanny.pre-spawn-environ": WORKER_ENV,
         # Keep at most one queued task per worker thread so a dying worker takes only its own task.
         "distributed.scheduler.worker-saturation": 1.0,
+        # Relaxations hold no Dask data worth spilling, and a paused worker would stall the batch: the one
+        # memory rule is the nanny's kill-and-restart.
+        "distributed.worker.memory.target": False,
+        "distributed.worker.memory.spill": False,
+        "distributed.worker.memory.pause": False,
+        "distributed.worker.memory.terminate": TERMINATE_FRACTION,
     }
     with dask.config.set(config):
         cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
+            memory_limit=memory_limit if memory_limit is not None else WORKER_MEMORY_LIMIT,
             dashboard_address=None,
             silence_logs=logging.CRITICAL,
         )

@@ -36,6 +36,7 @@ from tessera.tools.candidate import StageOutcome
 from tessera.tools.config import load_config
 from tessera.tools.errors import InputError
 from tessera.tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3
+from tessera.tools.isolation import attempt
 from tessera.tools.measures import smact_check  # the rule is a measure (CDVAE compositional validity)
 
 EhullFn = Callable[[Structure, float], float]
@@ -249,11 +250,20 @@ class PrescreenResult(BaseModel):
     failed_stage: str | None = Field(None, description="first stage that failed (None when all passed)")
 
 
+def _check_alone(stage: PrescreenStage, structure: Structure) -> StageOutcome:
+    """One structure through one stage; whatever the stage raises is this structure's failed outcome."""
+    one = attempt(stage.check, structure)
+    if one.ok and one.value is not None:
+        return one.value
+    return StageOutcome(passed=False, reason=f"{stage.name} check raised {one.error}")
+
+
 class Prescreen:
     """Runs stages in order over a batch.
 
     With ``gate=True`` a structure leaves at its first failed stage, so expensive stages (CHGNet) see
-    only survivors; with ``gate=False`` every stage runs on every structure.
+    only survivors; with ``gate=False`` every stage runs on every structure. A stage that raises for one
+    structure fails that structure at that stage (the reason names the exception), never the batch.
     """
 
     def __init__(self, *, stages: Sequence[PrescreenStage], gate: bool = True) -> None:
@@ -275,9 +285,13 @@ class Prescreen:
             todo = alive if self.gate else list(range(len(structures)))
             if not todo:
                 break
-            results = stage.check_many([structures[k] for k in todo])
-            if len(results) != len(todo):
-                raise InputError(f"stage {stage.name} returned {len(results)} outcomes for {len(todo)} structures")
+            batch = attempt(stage.check_many, [structures[k] for k in todo])
+            if batch.ok and len(batch.value or []) != len(todo):
+                raise InputError(f"stage {stage.name} returned {len(batch.value or [])} outcomes for {len(todo)} "
+                                 "structures")
+            # A structure that breaks a batched check (a model, a parser) must fail alone: check each by itself.
+            results = batch.value if batch.ok and batch.value is not None else [
+                _check_alone(stage, structures[k]) for k in todo]
             for k, res in zip(todo, results):
                 outcomes[k][stage.name] = res
             alive = [k for k in alive if outcomes[k][stage.name].passed]

@@ -34,6 +34,7 @@ from pymatgen.core import Structure
 from tessera.tools.candidate import RelaxOutcome
 from tessera.tools.config import load_config
 from tessera.tools.io import min_periodic_distance
+from tessera.tools.isolation import attempt
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -335,13 +336,13 @@ def relax_one(structure: Structure, params: RelaxParams | None = None) -> RelaxO
 
 
 def _safe_relax(relaxer: Relaxer, structure: Structure) -> RelaxOutcome:
+    """The per-item boundary of a relaxation: a Relaxer that raises (any type) fails its item, not the batch."""
     t0 = time.perf_counter()
-    try:
-        return relaxer.relax(structure)
-    except Exception as exc:  # noqa: BLE001 - a Relaxer that raises fails its item, not the batch
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        return RelaxOutcome(converged=False, steps=0, seconds=time.perf_counter() - t0,
-                            error=f"relaxer raised {type(exc).__name__}: {msg}"[:300])
+    done = attempt(relaxer.relax, structure)
+    if done.ok and done.value is not None:
+        return done.value
+    return RelaxOutcome(converged=False, steps=0, seconds=time.perf_counter() - t0,
+                        error=f"relaxer raised {done.error}")
 
 
 def _worker_task(relaxer: Relaxer, structure: Structure) -> RelaxOutcome:
@@ -357,6 +358,7 @@ def relax_many(
     workers: int | None = None,
     address: str | None = None,
     relaxer: Relaxer | None = None,
+    worker_memory: str | int | None = None,
 ) -> Iterator[tuple[int, RelaxOutcome]]:
     """Relax a batch, yielding ``(index, outcome)`` in completion order.
 
@@ -367,6 +369,8 @@ def relax_many(
             without Dask. Ignored when ``address`` is given.
         address: scheduler address of an existing Dask cluster to use instead of a LocalCluster.
         relaxer: any picklable :class:`Relaxer` (default :class:`CHGNetRelaxer`).
+        worker_memory: memory limit per local worker (default ``tools.dask_cluster.WORKER_MEMORY_LIMIT``); a
+            worker that passes it is restarted by its nanny and its structure recorded as failed.
 
     Every index is yielded exactly once. A structure whose task dies with its worker (killed, out of
     memory) is yielded as a failed outcome naming that; the rest of the batch goes on. At most one task
@@ -384,7 +388,7 @@ def relax_many(
 
     from tessera.tools.dask_cluster import dask_client, total_threads
 
-    with dask_client(workers=workers, address=address) as client:
+    with dask_client(workers=workers, address=address, memory_limit=worker_memory) as client:
         window = total_threads(client)
         pending = list(enumerate(structures))[::-1]
         submitted: dict[str, tuple[int, float, object]] = {}
@@ -402,14 +406,13 @@ def relax_many(
         try:
             for fut in ac:
                 i, t_sub, _ = submitted.pop(fut.key)
-                try:
-                    outcome = fut.result()
-                except Exception as exc:  # noqa: BLE001 - KilledWorker, lost connections: this item fails
-                    msg = str(exc).splitlines()[0] if str(exc) else ""
-                    outcome = RelaxOutcome(
-                        converged=False, steps=0, seconds=time.perf_counter() - t_sub,
-                        error=f"task lost ({type(exc).__name__}: {msg})"[:300],
-                    )
+                # KilledWorker (the worker died: killed, or past its memory limit, and was restarted), a lost
+                # connection: whatever the future raises, this item fails and the batch goes on.
+                got = attempt(fut.result)
+                outcome = got.value if got.ok and got.value is not None else RelaxOutcome(
+                    converged=False, steps=0, seconds=time.perf_counter() - t_sub,
+                    error=f"task lost with its worker ({got.error})",
+                )
                 fut.release()
                 if pending:
                     submit_next(ac)
