@@ -1,7 +1,7 @@
 """Benchmark of the shipped crystal diffusion model against random pyxtal structures and held-out data.
 
 Prints, and writes to benchmarks/results/generator.json:
-- on N samples (default 256) of the model: structural and compositional validity (tools.measures, CDVAE
+- on N samples (default 256) of the model: structural and compositional validity (tessera.tools.measures, CDVAE
   rules), volume per atom range, Wasserstein distances of density and number of elements to held-out
   (test split) structures, sampling speed (crystals/s with the batch size stated); the two distances
   again for --spread-seeds further sample sets (mean and standard deviation over seeds);
@@ -10,11 +10,12 @@ Prints, and writes to benchmarks/results/generator.json:
 - reconstruction: held-out structures noised to steps t (--recon-t) and denoised; StructureMatcher match
   rate and RMS displacement per t;
 - unless --no-evaluate: stability (CHGNet relax + reference hull, E_hull <= 0.1 eV/atom), uniqueness,
-  novelty and S.U.N. rate of all three sets through tools.evaluate (CHGNet-evaluated, not DFT), and
+  novelty and S.U.N. rate of all three sets through tessera.tools.evaluate (CHGNet-evaluated, not DFT), and
   the model/pyxtal S.U.N. ratio both as evaluated (every structure relaxed) and for a pipeline that
   gates relaxation on the full prescreen.
 
 Run: .venv/bin/python benchmarks/bench_generator.py [--n 256] [--no-evaluate] [--checkpoint PATH]
+     [--out benchmarks/results/generator.json] [--work runs/bench_generator]
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 from pymatgen.io.cif import CifWriter
@@ -36,10 +36,17 @@ from pymatgen.io.cif import CifWriter
 from tessera.generators.convert import to_structures
 from tessera.generators.crystal import collate
 from tessera.generators.model import load_weights
-from tessera.generators.sampler import Sampler, SamplerConfig, parse_overrides, sample_many
-from tessera.tools.measures import is_compositionally_valid, is_structurally_valid, property_distances
-from tessera.tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
+from tessera.generators.sampler import Sampler, SamplerConfig, sample_many
+from tessera.tools.errors import InputError
+from tessera.tools.measures import (
+    STABLE_E_HULL,
+    is_compositionally_valid,
+    is_structurally_valid,
+    property_distances,
+)
+from tessera.tools.paths import REPO_ROOT, repo_relative
 from tessera.tools.pool import load_pool, row_to_structure
+from tessera.tools.sample import SAMPLER_CONFIG, SHIPPED_CHECKPOINT, load_sampler_settings
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "generator.json"
 ANCHORS = {"DiffCSP (MP-20, DFT)": {"stable": 0.36, "sun": 0.127}, "MatterGen-MP20 (DFT)": {"stable": 0.42, "sun": 0.22}}
@@ -148,10 +155,10 @@ def plot_sets(sets: dict[str, list[Structure]], ehull: dict[str, list[float]], p
             # Normalised: the baselines go through CHGNet on fewer structures than the model.
             axes[2].hist(clipped, bins=np.linspace(-0.3, 1.5, 37), color=colors.get(name), alpha=0.45, density=True,
                          label=f"{name} (n={len(values)})")
-    axes[2].axvline(0.1, color="k", ls="--", lw=1)
+    axes[2].axvline(STABLE_E_HULL, color="k", ls="--", lw=1)
     axes[0].set_xlabel("density (g/cm^3)")
     axes[1].set_xlabel("number of elements (8: 8 or more)")
-    axes[2].set_xlabel("E_hull, CHGNet-relaxed (eV/atom, clipped); dashed: 0.1")
+    axes[2].set_xlabel(f"E_hull, CHGNet-relaxed (eV/atom, clipped); dashed: {STABLE_E_HULL:g}")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -176,15 +183,15 @@ def evaluate_set(
     paths: list[Path], out_dir: Path, exclude_ids: list[str], n_total: int, max_seconds: float | None,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """Stable / unique / novel / S.U.N. through tools.evaluate (CHGNet-relaxed, reference hull)."""
-    from tessera.tools.evaluate import EvaluateParams, candidates_from_paths, evaluate
+    """Stable / unique / novel / S.U.N. through tessera.tools.evaluate (CHGNet-relaxed, reference hull)."""
+    from tessera.tools.evaluate import EvaluateFilesParams, EvaluateParams, evaluate_files
     from tessera.tools.relax import load_relax_params
 
     relax = load_relax_params()
     if max_seconds is not None:
         relax = relax.model_copy(update={"max_seconds": max_seconds})
     params = EvaluateParams(exclude_ids=exclude_ids, relax=relax, workers=workers)
-    summary = evaluate(candidates_from_paths(paths), params, out_dir=out_dir)
+    summary = evaluate_files(EvaluateFilesParams(paths=paths, out=out_dir, evaluate=params)).summary
     d = summary.model_dump(exclude={"params"})
     # Rates over all attempted structures (failed pyxtal generations count as failures).
     d["stable_rate_over_all"] = summary.n_stable / n_total
@@ -225,8 +232,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint", type=Path, default=REPO_ROOT / "data" / "checkpoints" / "generator.pt")
-    ap.add_argument("--sampler-config", type=Path, default=CONFIG_DIR / "sampler.yaml")
+    ap.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT)
+    ap.add_argument("--sampler-config", type=Path, default=SAMPLER_CONFIG)
     ap.add_argument("--steps", type=int, default=0, help="override reverse steps")
     ap.add_argument("--type-reveal-power", type=float, default=None,
                     help="override the sampler config's type_reveal_power (1 = the trained reveal clock)")
@@ -235,12 +242,13 @@ def main() -> None:
     ap.add_argument("--n-eval-baseline", type=int, default=64,
                     help="structures of each baseline set that go through CHGNet (random pyxtal cells relax slowly)")
     ap.add_argument("--relax-max-seconds", type=float, default=None, help="per-structure relaxation wall limit")
-    ap.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "bench_generator")
+    ap.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "bench_generator",
+                    help="scratch folder: each set's CIFs and evaluation")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-workers", type=int, default=None,
                     help="CHGNet relaxation workers (default one per core; 1 leaves a core to a training run)")
     ap.add_argument("--recon-t", default="50,100,200,500", help="comma-separated noise steps for reconstruction")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="result JSON (the plot goes beside it as .png)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="any other sampler setting (YAML value), e.g. element_budget=true")
     ap.add_argument("--spread-seeds", type=int, default=4,
@@ -248,17 +256,15 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = load_weights(args.checkpoint)
-    scfg = yaml.safe_load(args.sampler_config.read_text()) or {}
-    batch_size = int(scfg.pop("batch_size", 128))
-    if args.steps:
-        scfg["num_steps"] = args.steps
-    if args.type_reveal_power is not None:
-        scfg["type_reveal_power"] = args.type_reveal_power
     try:
-        sampler_cfg = SamplerConfig.from_dict({**scfg, **parse_overrides(args.set)})
-    except ValueError as err:
-        ap.error(f"--set: {err}")
+        sampler_cfg, batch_size = load_sampler_settings(args.sampler_config, steps=args.steps, settings=args.set)
+    except InputError as err:
+        ap.error(str(err))
+    # An explicit --set type_reveal_power=... wins over --type-reveal-power, as it always has.
+    if args.type_reveal_power is not None and not any(s.partition("=")[0].strip() == "type_reveal_power"
+                                                      for s in args.set):
+        sampler_cfg = replace(sampler_cfg, type_reveal_power=args.type_reveal_power)
+    model = load_weights(args.checkpoint)
     meta_path = args.checkpoint.with_suffix(".json")
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
 

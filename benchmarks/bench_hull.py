@@ -1,7 +1,7 @@
 """Does the reference hull tell known-stable crystals from random ones? (CHGNet-evaluated.)
 
-Two sets, relaxed with CHGNet (``tools.relax.relax_one``, ``configs/relax.yaml``) and placed on the
-reference hull (``tools.hull.ReferenceHull``) with every held-out test-split material left out of it:
+Two sets, relaxed with CHGNet (``tessera.tools.relax.relax_one``, ``configs/relax.yaml``) and placed on the
+reference hull (``tessera.tools.hull.ReferenceHull``) with every held-out test-split material left out of it:
 
 1. known: held-out MP structures (pool ``test`` split, MP e_above_hull <= 0.02 eV/atom, <= 20 atoms),
    sampled with a fixed seed. We want E_hull close to MP's and >= 90% labelled stable (E_hull <= 0.1).
@@ -11,9 +11,9 @@ reference hull (``tools.hull.ReferenceHull``) with every held-out test-split mat
 Alternative schemes (hull sources with roost2020, the mp2020 correction applied on top, the hull with
 the material's own entry included) are computed from the same relaxed energies, for comparison.
 
-Run:  .venv/bin/python benchmarks/bench_hull.py [--n-known 150 --n-random 100 --seed 0]
-Writes benchmarks/results/hull.json; relaxations are appended to benchmarks/results/hull_relaxations.jsonl
-as they finish so a rerun resumes (delete it to start over).
+Run:  .venv/bin/python benchmarks/bench_hull.py [--n-known 150 --n-random 100 --seed 0] [--out PATH --cache PATH]
+Writes benchmarks/results/hull.json (--out); relaxations are appended to benchmarks/results/hull_relaxations.jsonl
+(--cache) as they finish so a rerun resumes (delete it to start over).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pymatgen.core import Structure
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tessera.tools.hull import ReferenceHull
+from tessera.tools.measures import is_on_hull, is_stable
 from tessera.tools.pool import load_pool, pool_hash, row_to_structure
 from tessera.tools.relax import load_relax_params, relax_one
 
@@ -82,15 +83,16 @@ def load_cache(path: Path) -> dict[str, dict]:
 
 
 def summarize(values: list[float | None], reference: list[float] | None = None) -> dict:
-    """Shares stable (<= 0.1) and on hull (<= 0) over all items (None = failed, counts as not stable)."""
+    """Shares stable (tessera.tools.measures.is_stable: E_hull <= 0.1 eV/atom) and on hull (<= 0) over all
+    items (None = failed, counts as not stable)."""
     n = len(values)
     ok = [v for v in values if v is not None and math.isfinite(v)]
     out = {
         "n": n,
         "n_with_e_hull": len(ok),
-        "frac_stable": sum(v <= 0.1 + 1e-6 for v in ok) / n if n else None,
-        "frac_on_hull": sum(v <= 1e-6 for v in ok) / n if n else None,
-        "frac_stable_of_evaluated": sum(v <= 0.1 + 1e-6 for v in ok) / len(ok) if ok else None,
+        "frac_stable": sum(map(is_stable, ok)) / n if n else None,
+        "frac_on_hull": sum(map(is_on_hull, ok)) / n if n else None,
+        "frac_stable_of_evaluated": sum(map(is_stable, ok)) / len(ok) if ok else None,
         "median_e_hull": float(np.median(ok)) if ok else None,
     }
     if reference is not None:

@@ -13,8 +13,8 @@ read the load average printed beside them.
 
 Rows with workers = 0 relax in-process without Dask: the reference for Dask's own overhead.
 
-Run: .venv/bin/python benchmarks/bench_relax.py [--n 6] [--seed 0] [--workers 0 1 2]
-Writes benchmarks/results/relax.json.
+Run: .venv/bin/python benchmarks/bench_relax.py [--n 6] [--seed 0] [--workers 0 1 2] [--out PATH]
+Writes benchmarks/results/relax.json (or --out).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2],
                     help="0 = in-process, no Dask (the reference for Dask's overhead)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="result JSON")
     args = ap.parse_args()
 
     params = load_relax_params()
@@ -147,9 +148,9 @@ def main() -> None:
         "note": "shared machine: compare ratios within this run; load_avg is the 1-minute load before each run",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

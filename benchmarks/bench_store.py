@@ -11,10 +11,11 @@ Two parts:
    one id), nearest-neighbour latency and recall@10 (IVF_PQ vs exact), and bytes on disk per 1,000
    rows. At 100k rows and more an IVF_PQ vector index and scalar indexes are built first (timed).
 
-Prints a table and writes benchmarks/results/store.json. Usage:
+Prints a table and writes benchmarks/results/store.json (or --out). Usage:
 
     .venv/bin/python benchmarks/bench_store.py                      # 10k and 1M (about 30-60 min)
     .venv/bin/python benchmarks/bench_store.py --sizes 10000 --real 500   # quick
+    .venv/bin/python benchmarks/bench_store.py --sizes 500 --real 20 --synth-pool 200 --out /tmp/store.json  # smoke
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tessera.store.provenance import tool_versions
 from tessera.store.schema import CANDIDATE_SCHEMA
 from tessera.tools.candidate import Candidate
 from tessera.tools.fingerprint import FINGERPRINT_DIM, FINGERPRINT_VERSION, fingerprint_from_arrays
+from tessera.tools.measures import STABLE_E_HULL
 from tessera.tools.paths import REPO_ROOT
 from tessera.tools.pool import load_pool, row_arrays, row_to_structure
 
@@ -124,7 +126,7 @@ class Synth:
             spacegroup_number=pa.array(p["spacegroup"].to_numpy().astype(np.int32)),
             cif=pa.array(cifs), initial_cif=pa.array(cifs), relaxed=pa.array(np.ones(n, bool)),
             energy_per_atom=pa.array(self.rng.normal(-5, 1, n)), e_hull=pa.array(e_hull),
-            stable=pa.array(e_hull <= 0.1), candidate_json=pa.array(cand_json),
+            stable=pa.array(e_hull <= STABLE_E_HULL), candidate_json=pa.array(cand_json),
             content_hash=pa.array([f"{i:064x}" for i in range(start, start + n)]),
             has_vector=pa.array(np.ones(n, bool)),
             vector=pa.FixedSizeListArray.from_arrays(pa.array(vec.ravel(), type=pa.float32()), FINGERPRINT_DIM),
@@ -205,6 +207,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=200)
     ap.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--synth-pool", type=int, default=None,
+                    help="synthetic rows copy only this many pool structures (default: all; fewer makes preparation quick)")
     args = ap.parse_args()
     # pymatgen warns about missing electronegativities (noble gases) while writing CIFs: noise here.
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -224,8 +228,10 @@ def main() -> None:
     try:
         results["real_path"] = bench_real_path(pool, args.real, args.batch, workdir)
         print(f"real path: {results['real_path']}", flush=True)
-        synth = Synth(pool)
+        synth = Synth(pool if args.synth_pool is None else pool.sample(n=min(args.synth_pool, len(pool)), random_state=0))
         results["synthetic_prep_seconds"] = round(synth.prep_seconds, 1)
+        if args.synth_pool is not None:
+            results["synthetic_pool_structures"] = len(synth.pool)
         results["scale"] = []
         for n in args.sizes:
             r = bench_size(synth, n, workdir)
