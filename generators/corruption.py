@@ -84,8 +84,8 @@ class TypeProcess(Protocol):
     """
 
     num_types: int
-    # True: the state is continuous and guidance differentiates it (and the sampler's gaussian-only type
-    # options apply); False: a discrete state, guidance differentiates the clean-type logits instead.
+    # True: the state is continuous and guidance differentiates it; False: a discrete state, guidance
+    # differentiates the clean-type logits instead (and the sampler's masked-only type options apply).
     continuous: bool
 
     @property

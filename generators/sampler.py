@@ -34,47 +34,38 @@ from tessera.generators.model import DiffusionModel
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """num_steps: reverse steps (<= training T). corrector_steps: Langevin corrector passes per step for F.
-    step_lr: corrector step scale (DiffCSP). lattice_clip: clamp of the clean lattice code (in training
-    standard deviations; bounds the volume per atom). type_temperature: the clean-type estimate that drives
-    the type field is softmax(logits / temperature); below 1 it commits atoms to elements earlier, which
-    keeps compositions from becoming a soup of independently drawn elements. commit_elements_at: training
-    step (0 = off) at which each crystal commits to an element set: k elements (k drawn from
-    commit_n_elements_probs, P(k = 1, 2, ...), by default the train split's statistics; k <= atoms),
-    drawn without replacement in proportion to the mean clean-type probability over the crystal's atoms
-    (Gumbel top-k); later steps mask the other types for that crystal's atoms. commit_cover: also pin, for
-    each drawn element, the not yet pinned atom most likely to be it, so the crystal ends with exactly k
-    elements (without it, the atoms may all settle on the set's most likely element). type_x0: what the
-    reverse step of the type field moves toward: "mean" (the expected one-hot, sum_k p_k e_k) or "sample"
-    (a one-hot drawn from p per atom and step). With "mean" every atom stays a blend until the last steps
-    and then settles independently (a soup of elements); with "sample" atoms take provisional identities
-    that the network sees and can make the rest of the crystal consistent with. type_reveal_power: masked
-    type process only; at reverse step t the types follow the mask schedule m(t) = (t / T)^p instead of the
-    trained m(t) = t / T. p > 1 reveals atoms earlier, while the lattice and coordinates are still coarse,
-    so the structure forms around a composition that is already known; 1 is the trained schedule.
-    element_budget: masked type process only; each crystal draws a number of distinct elements k from
-    commit_n_elements_probs (k <= its atoms and <= the elements a type mask allows) and its atoms are
-    revealed so that it ends with exactly k (MaskedTypes.reverse_step_within_budget), which element they
-    are still being the network's choice. A model trained with the element-count condition
-    (ModelConfig.n_elements_condition) is always given such a k, drawn the same way unless the caller
-    fixes it; element_budget then also enforces it exactly. type_resample: masked type process only; at
-    each reverse step with type_resample_t_min <= t <= type_resample_t_max, each crystal with this
-    probability hides one of its revealed atoms again and redraws it in the same step from the network's
-    prediction given all its other atoms (MaskedTypes.remask; a Gibbs move). 0 is off: an absorbing
-    process never revises an atom, and with the p = 3 clock most atoms are revealed while the lattice and
-    coordinates are still coarse. An inpainting hook rewrites its atoms after every step, so a motif atom
-    this move hides is restored at the end of that step."""
+    """Reverse-process settings; the defaults are configs/sampler.yaml's.
 
-    num_steps: int = 200
+    num_steps: reverse steps (<= training T). corrector_steps: Langevin corrector passes per step for F.
+    step_lr: corrector step scale (DiffCSP). lattice_clip: clamp of the clean lattice code (in training
+    standard deviations; bounds the volume per atom). commit_elements_at: training step (0 = off) at which
+    each crystal commits to an element set: k elements (k drawn from commit_n_elements_probs, P(k = 1, 2,
+    ...), by default the train split's statistics; k <= atoms), drawn without replacement in proportion to the
+    mean clean-type probability over the crystal's atoms (Gumbel top-k); later steps mask the other types for
+    that crystal's atoms (meant for a continuous type process; a masked one has element_budget).
+    type_reveal_power: masked type process only; at reverse step t the types follow the mask schedule m(t) =
+    (t / T)^p instead of the trained m(t) = t / T. p > 1 reveals atoms earlier, while the lattice and
+    coordinates are still coarse, so the structure forms around a composition that is already known; 1 is the
+    trained schedule. element_budget: masked type process only; each crystal draws a number of distinct
+    elements k from commit_n_elements_probs (k <= its atoms and <= the elements a type mask allows) and its
+    atoms are revealed so that it ends with exactly k (MaskedTypes.reverse_step_within_budget), which element
+    they are still being the network's choice. A model trained with the element-count condition
+    (ModelConfig.n_elements_condition) is always given such a k, drawn the same way unless the caller fixes
+    it; element_budget then also enforces it exactly. type_resample: masked type process only; at each reverse
+    step with type_resample_t_min <= t <= type_resample_t_max, each crystal with this probability hides one of
+    its revealed atoms again and redraws it in the same step from the network's prediction given all its other
+    atoms (MaskedTypes.remask; a Gibbs move). 0 is off: an absorbing process never revises an atom, and with
+    the p = 3 clock most atoms are revealed while the lattice and coordinates are still coarse. An inpainting
+    hook rewrites its atoms after every step, so a motif atom this move hides is restored at the end of that
+    step."""
+
+    num_steps: int = 1000
     corrector_steps: int = 0
     step_lr: float = 1e-5
     lattice_clip: float = 4.0
-    type_temperature: float = 1.0
     commit_elements_at: int = 0
-    commit_cover: bool = False
-    type_x0: str = "mean"
-    type_reveal_power: float = 1.0
-    element_budget: bool = False
+    type_reveal_power: float = 3.0
+    element_budget: bool = True
     commit_n_elements_probs: tuple[float, ...] = (0.0037, 0.211, 0.67, 0.1033, 0.0117, 0.0004)
     type_resample: float = 0.0
     type_resample_t_max: int = 400
@@ -163,8 +154,6 @@ class Sampler:
     """Reverse diffusion with a ``DiffusionModel``'s processes and any ``Backbone`` (default: its network)."""
 
     def __init__(self, *, model: DiffusionModel, config: SamplerConfig, backbone: Backbone | None = None) -> None:
-        if config.type_x0 not in ("mean", "sample"):
-            raise ValueError(f"type_x0 must be 'mean' or 'sample', got {config.type_x0!r}")
         if not 1 <= config.num_steps <= model.config.num_steps:
             raise ValueError(f"num_steps must be in 1..{model.config.num_steps}, got {config.num_steps}")
         if not config.type_reveal_power > 0:
@@ -209,7 +198,7 @@ class Sampler:
         logits = pred.type_logits
         if type_mask is not None:
             logits = logits.masked_fill(~type_mask, float("-inf"))
-        probs = m.type_process.clean_probs(state.types, torch.softmax(logits / self.config.type_temperature, -1))
+        probs = m.type_process.clean_probs(state.types, torch.softmax(logits, -1))
         return CleanEstimate(
             lattice_code=code0,
             lattice=m.coder.decode(code0, state.n_atoms),
@@ -260,7 +249,6 @@ class Sampler:
         self, probs: torch.Tensor, state: NoisyCrystal, mask: torch.Tensor | None, gen: torch.Generator
     ) -> torch.Tensor:
         """(N, K) mask allowing, per crystal, a drawn element set (see SamplerConfig.commit_elements_at)."""
-        c = self.config
         B, K = state.n_atoms.shape[0], probs.shape[1]
         mean = torch.zeros(B, K).index_add_(0, state.batch, probs.detach()) / state.n_atoms.unsqueeze(-1)
         k = self._draw_n_elements(state, mask, gen)  # never more elements than the user allowed
@@ -275,8 +263,6 @@ class Sampler:
         new = keep[state.batch]
         if mask is not None:
             new = new & mask
-        if c.commit_cover:
-            new = self._pin_one_atom_per_element(new, keep, probs.detach(), state)
         return new
 
     def _draw_n_elements(
@@ -299,39 +285,6 @@ class Sampler:
             allowed = torch.zeros(k.shape[0], mask.shape[1]).index_add_(0, state.batch, mask.float()) > 0
             k = torch.minimum(k, allowed.sum(-1))
         return k
-
-    @staticmethod
-    def _pin_one_atom_per_element(
-        atom_mask: torch.Tensor, keep: torch.Tensor, probs: torch.Tensor, state: NoisyCrystal
-    ) -> torch.Tensor:
-        """(N, K) mask where, per crystal, each kept element owns one atom (greedy, most probable first)."""
-        out = atom_mask.clone()
-        starts = torch.cumsum(state.n_atoms, 0) - state.n_atoms
-        for b in range(keep.shape[0]):
-            lo, n = int(starts[b]), int(state.n_atoms[b])
-            p = probs[lo:lo + n].clone()
-            p[~atom_mask[lo:lo + n]] = -1.0
-            elements = keep[b].nonzero().flatten().tolist()
-            free = torch.ones(n, dtype=torch.bool)
-            # Greedy: repeatedly take the (atom, element) pair of highest probability among free atoms and
-            # unassigned elements.
-            while elements and bool(free.any()):
-                sub = p[:, elements].masked_fill(~free.unsqueeze(-1), -2.0)
-                flat = int(sub.argmax())
-                atom, j = divmod(flat, len(elements))
-                e = elements.pop(j)
-                out[lo + atom] = False
-                out[lo + atom, e] = True
-                free[atom] = False
-        return out
-
-    def _type_target(self, probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """(N, K) clean type vector the reverse step moves toward (see SamplerConfig.type_x0; a masked
-        process always draws its revealed atoms from ``probs`` itself)."""
-        if self.config.type_x0 == "mean" or not self.model.type_process.continuous:
-            return probs
-        drawn = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-        return torch.nn.functional.one_hot(drawn, probs.shape[-1]).to(probs.dtype)
 
     def _type_clock(self, t: torch.Tensor) -> torch.Tensor:
         """(N,) long timesteps -> the type process's time: t itself on the trained schedule, else the float
@@ -433,7 +386,7 @@ class Sampler:
                 frac = m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen))
                 if budget is None:
                     types = m.type_process.reverse_step(
-                        state.types, self._type_target(x0.type_probs, gen), self._type_clock(t_atom),
+                        state.types, x0.type_probs, self._type_clock(t_atom),
                         self._type_clock(s_atom), gen, force=resampled,
                     )
                 else:

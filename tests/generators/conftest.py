@@ -50,7 +50,8 @@ def tiny_model(
     coder = LatticeCoder.fit(lattice=torch.as_tensor(np.stack(data.lattices)), n_atoms=n)
     counts = np.bincount(n.numpy(), minlength=int(n.max()) + 1)[1:].astype(float)
     return DiffusionModel.create(
-        config=ModelConfig(hidden=hidden, num_layers=num_layers, num_steps=num_steps, time_dim=16,
+        # type_scale 1 (not the shipped 3): the recorded-run fingerprints were taken with it.
+        config=ModelConfig(hidden=hidden, num_layers=num_layers, num_steps=num_steps, time_dim=16, type_scale=1.0,
                            type_process=type_process, n_elements_condition=n_elements_condition),
         coder=coder,
         vocab=VOCAB,

@@ -1,4 +1,5 @@
-"""Denoiser symmetries: rotation of L, translation of F, permutation of atoms."""
+"""Denoiser: the Backbone protocol the sampler relies on; symmetries (rotation of L, translation of F,
+permutation of atoms); crystals in a batch stay independent."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from tessera.generators.crystal import CrystalBatch
-from tessera.generators.denoiser import Backbone, NoisyCrystal
+from tessera.generators.denoiser import Backbone, NoisyCrystal, Prediction
 from tessera.generators.model import DiffusionModel
+from tessera.generators.sampler import Sampler, SamplerConfig
 from tessera.generators.training import CrystalArrays
 
-from tests.generators.conftest import tiny_model
+from tests.generators.conftest import TYPE_PROCESSES, tiny_model
 
 
 def _state(model: DiffusionModel, b: CrystalBatch, lattice: torch.Tensor | None = None, frac: torch.Tensor | None = None) -> NoisyCrystal:
@@ -31,8 +33,27 @@ def _rot(seed: int) -> torch.Tensor:
     return q * torch.sign(torch.det(q))
 
 
-def test_network_is_a_backbone(small_data: CrystalArrays) -> None:
-    assert isinstance(tiny_model(small_data).net, Backbone)
+@TYPE_PROCESSES
+def test_the_sampler_runs_on_any_backbone_through_predict_alone(small_data: CrystalArrays, type_process: str) -> None:
+    """The network is a Backbone, and the sampler needs nothing else of it: an adapter that only forwards
+    ``predict`` gives the same crystals, of the asked-for shapes, as the model's own network."""
+    model = tiny_model(small_data, type_process=type_process)
+    model.net.eval()
+
+    class Adapter:  # what a foreign checkpoint's wrapper looks like: one method
+        def predict(self, state: NoisyCrystal) -> Prediction:
+            return model.net.predict(state)
+
+    assert isinstance(model.net, Backbone) and isinstance(Adapter(), Backbone)
+    n_atoms = torch.tensor([3, 1, 5])
+    config = SamplerConfig(num_steps=8)
+    own = Sampler(model=model, config=config).sample(n_atoms=n_atoms, seed=4)
+    adapted = Sampler(model=model, config=config, backbone=Adapter()).sample(n_atoms=n_atoms, seed=4)
+    assert own.lattice.shape == (3, 3, 3) and own.frac.shape == (9, 3) and own.types.shape == (9,)
+    assert own.n_atoms.tolist() == [3, 1, 5] and own.batch.tolist() == [0, 0, 0, 1, 2, 2, 2, 2, 2]
+    assert bool((own.types >= 0).all() and (own.types < model.num_types).all())
+    assert torch.equal(own.types, adapted.types) and torch.equal(own.frac, adapted.frac)
+    assert torch.equal(own.lattice, adapted.lattice)
 
 
 def test_rotation_of_lattice_changes_nothing(small_data: CrystalArrays, small_batch: CrystalBatch) -> None:
