@@ -20,9 +20,15 @@ from tessera.generators.denoiser import CSPNet
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network and diffusion hyper-parameters (units: sigmas in fractional coordinates)."""
+    """Network and diffusion hyper-parameters (units: sigmas in fractional coordinates).
 
-    hidden: int = 256
+    Defaults are the shipped model's (configs/generator.yaml), except type_process and
+    n_elements_condition: checkpoints written before those options existed omit them from their
+    model_config, and ``from_dict`` must read such a checkpoint as the gaussian, unconditioned network it
+    is (the shipped model's warm start and the earlier stages of its lineage are such checkpoints).
+    """
+
+    hidden: int = 192
     num_layers: int = 4
     n_freq: int = 10
     time_dim: int = 64
@@ -34,14 +40,14 @@ class ModelConfig:
     # Clean type vector = type_scale * one-hot. With K ~ 90 types and scale 1 an atom's element only
     # becomes identifiable below abar ~ 0.9 (the last ~15% of the reverse process), so all atoms commit
     # at once and independently (a "soup" of elements); a larger scale decides composition earlier.
-    type_scale: float = 1.0
+    type_scale: float = 3.0
     # "gaussian": DDPM on the (scaled) continuous one-hot, as DiffCSP. "masked": absorbing-state discrete
     # diffusion (MatterGen's choice), atoms revealed one at a time; type_scale is then unused.
     type_process: str = "gaussian"
     # > 0: the network also sees the number of distinct elements the crystal is to have (1..this; more
     # share the top row), so the sampler can draw it from the data's statistics or take it from a goal
     # ("a ternary"). Without it the type head must guess the count from the revealed atoms and tends to
-    # add one element too many. 0 = unconditioned (every model before stage 5).
+    # add one element too many. 0 = unconditioned.
     n_elements_condition: int = 0
 
     def __post_init__(self) -> None:
