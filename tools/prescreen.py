@@ -35,7 +35,7 @@ from pymatgen.core import Structure
 from tessera.tools.candidate import StageOutcome
 from tessera.tools.config import load_config
 from tessera.tools.errors import InputError
-from tessera.tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3
+from tessera.tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3, sanity_problem
 from tessera.tools.isolation import attempt
 from tessera.tools.measures import smact_check  # the rule is a measure (CDVAE compositional validity)
 
@@ -158,6 +158,11 @@ class GeometryStage(_PerStructure):
         volume = abs(float(structure.volume))
         if not math.isfinite(volume) or volume < self.min_volume:
             return StageOutcome(passed=False, reason=f"cell volume {volume:.3g} A^3 < {self.min_volume} A^3")
+        # Generated candidates reach this stage without passing a reader: the same sanity bounds first, so a
+        # runaway cell (c = 1e9 A) fails here instead of asking the neighbour search for 150 GB.
+        insane = sanity_problem(structure, min_distance=self.min_distance)
+        if insane is not None:
+            return StageOutcome(passed=False, reason=insane)
         occupation = space_occupation_ratio(structure)
         ratio, dist, i, j = min_distance_ratio(structure)
         shown = min(ratio, 1.0)

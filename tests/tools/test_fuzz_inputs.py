@@ -193,6 +193,7 @@ def test_tessera_evaluate_survives_the_fuzz_folder(fuzz_folder: tuple[Path, dict
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
+    assert summary["n_skipped"] == sum(e == "skip" for e in expect.values())  # README.txt, plot.png, run.log
     rows = [json.loads(line) for line in (out / "candidates.jsonl").read_text().splitlines()]
     assert (out / "summary.json").exists()
     by_file = _by_file(rows, folder)

@@ -120,3 +120,14 @@ def test_evaluate_goes_on_past_a_candidate_whose_structure_cannot_be_rebuilt() -
     assert not broken.relaxed and broken.e_hull is None
     for c in good:
         assert c.error is None and c.relaxed and c.e_hull is not None and c.spacegroup == "Fm-3m"
+
+
+def test_the_geometry_stage_applies_the_sanity_bounds_to_generated_cells() -> None:
+    """A sampled cell never passed a reader: a runaway c is refused by the bound, not by a 150 GB search."""
+    from tessera.tools.prescreen import GeometryStage
+
+    runaway = Structure(Lattice.from_parameters(4, 4, 1e9, 90, 90, 90), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0]])
+    t0 = time.perf_counter()
+    out = GeometryStage().check(runaway)
+    assert not out.passed and "cell length c = 1e+09 A: longer than the limit" in (out.reason or "")
+    assert time.perf_counter() - t0 < 1.0
