@@ -25,7 +25,8 @@ ROOMS: tuple[str, ...] = ("agents", "cli", "tools", "generators", "store")
 """Top-level folders that install as ``tessera.<room>`` (pyproject.toml package-dir)."""
 BOTTOM: frozenset[str] = frozenset(
     f"tessera.tools.{name}"
-    for name in ("errors", "paths", "candidate", "io", "measures", "config", "reference_data", "energy_scale")
+    for name in ("errors", "paths", "candidate", "io", "measures", "config", "reference_data", "energy_scale",
+                 "isolation", "hashing", "runlog")
 )
 """Core records and shared rules: they may import each other, never a pipeline stage (prescreen, relax, ...)."""
 
