@@ -40,7 +40,7 @@ class EvaluationProgress:
     def __call__(self, step: "EvalStep") -> None:
         if step.stage == "read":
             if step.candidate is not None and step.candidate.error is not None and not self.quiet:
-                err_console.print(f"[yellow]skipped:[/] {step.candidate.error}", highlight=False, soft_wrap=True)
+                err_console.print(f"[yellow]unreadable:[/] {step.candidate.error}", highlight=False, soft_wrap=True)
             return
         prescreen = self._task("prescreen", "prescreen", step.total)
         relax = self._task("relax", "relax (CHGNet)", None)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from tessera.tools.candidate import Candidate, RelaxOutcome, StageOutcome
-from tessera.tools.errors import InputError, TesseraError
+from tessera.tools.errors import InputError
 from tessera.tools.isolation import attempt
 from tessera.tools.io import ReadResult, read_structures
 from tessera.tools.measures import STABLE_E_HULL
