@@ -252,10 +252,11 @@ def template_from_dict(d: dict[str, Any]) -> MotifTemplate:
         raise ValueError("custom template: sites must be a non-empty list of [x, y] fractional coordinates")
     frac = np.concatenate([sites[:, :2] % 1.0, np.zeros((len(sites), 1))], axis=1)
     name = str(d.get("name", "custom")).strip().lower().replace("-", "_").replace(" ", "_") or "custom"
+    wrapped = (frac[:, None, :2] - frac[None, :, :2] + 0.5) % 1.0 - 0.5
+    if (np.abs(wrapped).max(-1) + np.eye(len(frac)) < 1e-6).any():
+        raise ValueError("custom template: two sites coincide")
     dists = _in_plane_distances(a, b, gamma, frac[:, :2])
     shortest = float(min(x.min() for x in dists))
-    if not shortest > 1e-6:
-        raise ValueError("custom template: two sites coincide")
     bond = float(d.get("bond_length") or shortest)
     if shortest < bond * (1 - 1e-2):
         raise ValueError(f"custom template: sites {shortest:.3f} apart, closer than the bond length {bond:.3f}")
