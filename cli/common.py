@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: the Typer app, JSON output, one-line errors, progress bars on stderr."""
+"""Shared CLI plumbing: the Typer app, results on stdout, JSON output, one-line errors, progress bars on stderr."""
 
 from __future__ import annotations
 
@@ -17,16 +17,44 @@ from tessera.tools.errors import TesseraError
 if TYPE_CHECKING:
     from tessera.tools.runlog import RunOpener
 
+# Typer 0.2x parses with its own copy of click: bad options raise its exceptions, not click's.
+_USAGE_ERRORS: tuple[type[Exception], ...] = (click.ClickException, typer.exceptions.TyperException)
+_ABORTS: tuple[type[BaseException], ...] = (click.exceptions.Abort, typer.Abort)
+
+
 class OneLineErrors(TyperGroup):
-    """The command group that turns any TesseraError escaping a command into one line on stderr and exit 1
-    (for the console script and for Typer's test runner alike)."""
+    """The command group that makes every failure a user can cause one line on stderr (and, under
+    ``--json``, a JSON error object on stdout): a TesseraError escaping a command exits 1, a bad option
+    or number exits 2 with click's message instead of a boxed panel. It works the same for the console
+    script and for Typer's test runner."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        global _json_mode
+        _json_mode = False  # set again by the --json option's callback of the command now being parsed
         try:
             return super().invoke(ctx)
         except TesseraError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            report_error(str(exc))
             raise typer.Exit(1) from None
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except _USAGE_ERRORS as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `tessera` or `tessera store`: the help
+                ctx = getattr(exc, "ctx", None)
+                err_console.print(ctx.get_help() if ctx is not None else exc.format_message(), highlight=False)
+                sys.exit(0)
+            argv = kwargs.get("args", args[0] if args else None)
+            _remember_json("--json" in (sys.argv[1:] if argv is None else list(argv)))  # parsing stopped early
+            report_error(exc.format_message())
+            sys.exit(getattr(exc, "exit_code", 2))
+        except _ABORTS:
+            report_error("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 app = typer.Typer(
@@ -38,13 +66,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Human output and progress go to stderr so that stdout carries only the --json object.
+# Results (tables, summaries) go to stdout, where `> hits.txt` and `| head` find them; progress bars,
+# warnings and errors go to stderr. Under --json stdout carries only the one JSON object.
+out_console = Console()
 err_console = Console(stderr=True)
 if not err_console.is_terminal:
     # Logs and CI captures: wide enough that result tables do not fold every file name.
     err_console = Console(stderr=True, width=140)
+if not out_console.is_terminal:
+    out_console = Console(width=140)
 
-JSON_OPTION = typer.Option(False, "--json", help="print one JSON object on stdout and nothing else there")
+_json_mode = False
+
+
+def _remember_json(value: bool) -> bool:
+    global _json_mode
+    _json_mode = bool(value)
+    return value
+
+
+JSON_OPTION = typer.Option(False, "--json", help="print one JSON object on stdout and nothing else there",
+                           callback=_remember_json)
 
 
 def emit_json(payload: dict[str, Any]) -> None:
@@ -53,9 +95,17 @@ def emit_json(payload: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one clear line on stderr and exit non-zero."""
+def report_error(message: str) -> None:
+    """One clear line on stderr; under --json also ``{"error": message}`` on stdout, so a script that
+    reads stdout learns what went wrong instead of finding it empty."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if _json_mode:
+        emit_json({"error": message})
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Report one clear line (see :func:`report_error`) and exit non-zero."""
+    report_error(message)
     raise typer.Exit(code)
 
 
@@ -85,9 +135,5 @@ def progress(*, transient: bool = False) -> Progress:
 
 
 def run_app() -> None:
-    """Run the app, turning any TesseraError that escapes a command into one line and exit 1."""
-    try:
-        app()
-    except TesseraError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+    """Run the app (errors become one line inside it: see :class:`OneLineErrors`)."""
+    app()

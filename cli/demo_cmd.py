@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from tessera.cli.common import JSON_OPTION, app, emit_json, err_console, run_opener
+from tessera.cli.common import JSON_OPTION, app, emit_json, err_console, out_console, run_opener
 
 
 @app.command("demo")
@@ -44,4 +44,4 @@ def demo_command(
         emit_json(result)
         return
     print_evaluation(examples.evaluate)
-    err_console.print(f"E_hull plots: {', '.join(str(v['plot']) for v in result.values())}")
+    out_console.print(f"E_hull plots: {', '.join(str(v['plot']) for v in result.values())}")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from tessera.cli.common import JSON_OPTION, app, emit_json, err_console, run_opener
+from tessera.cli.common import JSON_OPTION, app, emit_json, err_console, out_console, run_opener
 from tessera.tools.paths import CONFIG_DIR, DATA_DIR
 
 # Literal defaults (not imported from the jobs) keep `tessera --help` free of the jobs' imports.
@@ -100,6 +100,27 @@ def sample_command(
                              on_warning=lambda m: err_console.print(f"[yellow]warning:[/] {m}", highlight=False))
     if json_out:
         emit_json(result.payload())
-    else:
-        err_console.print(f"wrote {len(result.candidates)} crystals to {out} ({result.crystals_per_s:.2f} crystals/s)"
-                          + (f"; run {result.run_id}" if result.run_id else ""))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"tessera sample: {len(result.candidates)} crystals (seed {seed}, {result.checkpoint})")
+    for col in ("id", "formula", "atoms", "space group (unrelaxed)"):
+        table.add_column(col)
+    for cand in result.candidates:
+        table.add_row(cand.id, cand.formula or "", str(cand.n_atoms or ""), _space_group(cand.cif or ""))
+    out_console.print(table)
+    out_console.print(f"wrote {len(result.candidates)} crystals to {out} ({result.crystals_per_s:.2f} crystals/s)"
+                      + (f"; run {result.run_id}" if result.run_id else ""), highlight=False)
+
+
+def _space_group(cif: str) -> str:
+    """Space-group symbol (tools.analyze.symmetry, its tolerances), or '?' when spglib finds none."""
+    from pymatgen.core import Structure
+
+    from tessera.tools.analyze import symmetry
+    from tessera.tools.errors import ToolFailed
+
+    try:
+        return symmetry(Structure.from_str(cif, fmt="cif")).spacegroup_symbol
+    except ToolFailed:  # a distorted cell without a group is listed as such, not a failed listing
+        return "?"

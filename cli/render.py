@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.progress import Progress
 
-from tessera.cli.common import err_console, progress
+from tessera.cli.common import err_console, out_console, progress
 
 if TYPE_CHECKING:
     from tessera.tools.evaluate import EvalStep, EvaluateFilesResult
@@ -80,9 +80,9 @@ def print_evaluation(result: "EvaluateFilesResult") -> None:
             c.spacegroup or "",
             (c.error or "").replace(c.source + ": ", "").replace(c.source, Path(c.source).name),
         )
-    err_console.print(table)
+    out_console.print(table)
     skipped = f"; {len(result.skipped)} files skipped as not structures" if result.skipped else ""
-    err_console.print(
+    out_console.print(
         f"stable {summary.n_stable}/{summary.n_inputs} (E_hull <= {summary.params.stable_threshold} eV/atom, CHGNet), "
         f"S.U.N. {summary.n_sun}; written {result.candidates_path}"
         + (f"; run {result.run_id}" if result.run_id else "") + skipped

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from tessera.cli.common import JSON_OPTION, app, emit_json, err_console, fail
+from tessera.cli.common import JSON_OPTION, app, emit_json, fail, out_console
 from tessera.tools.errors import TesseraError
 
 store_app = typer.Typer(help="Search and export the candidate store.", no_args_is_help=True)
@@ -121,7 +121,7 @@ def store_search(
         emit_json({"store": st.location, "total": total, "candidates": [r.model_dump(mode="json") for r in rows]})
         return
     title = f"{len(rows)} nearest to {like.name}" if like is not None else f"{len(rows)} of {total} matching"
-    err_console.print(_candidates_table(rows, title=title, show_distance=like is not None))
+    out_console.print(_candidates_table(rows, title=title, show_distance=like is not None))
 
 
 @store_app.command("export")
@@ -162,11 +162,11 @@ def store_export(
     if json_out:
         emit_json(result.model_dump(mode="json"))
         return
-    err_console.print(f"exported {result.n_written} candidates as {fmt} to {result.out}")
+    out_console.print(f"exported {result.n_written} candidates as {fmt} to {result.out}")
     for s in result.skipped:
-        err_console.print(f"  skipped {s}")
+        out_console.print(f"  skipped {s}")
     if result.note:
-        err_console.print(f"note: {result.note}")
+        out_console.print(f"note: {result.note}")
 
 
 @store_app.command("runs")
@@ -189,7 +189,7 @@ def store_runs(
         t.add_column(col, overflow="fold")
     for r in runs:
         t.add_row(r.run_id, r.kind, r.status, f"{r.created_at:%Y-%m-%d %H:%M}" if r.created_at else "–", r.goal or "")
-    err_console.print(t)
+    out_console.print(t)
 
 
 @store_app.command("optimize")
@@ -212,7 +212,7 @@ def store_optimize(
         emit_json({"store": st.location, "versions": versions, **built})
         return
     extra = " and built the indexes" if built["vector_index"] else ""
-    err_console.print(f"optimized {st.location}{extra} (table versions {versions})")
+    out_console.print(f"optimized {st.location}{extra} (table versions {versions})")
 
 
 def _review(decision: str, candidate_id: str, note: Optional[str], reviewer: Optional[str], run: Optional[str],
@@ -225,7 +225,7 @@ def _review(decision: str, candidate_id: str, note: Optional[str], reviewer: Opt
     if json_out:
         emit_json(row.model_dump(mode="json"))
         return
-    err_console.print(
+    out_console.print(
         f"{decision} {row.id} ({row.formula}, run {row.run_id}) by {row.reviewer}"
         + (f": {row.review_note}" if row.review_note else "")
     )
@@ -283,7 +283,7 @@ def audit_show(
         t.add_column(col, overflow="fold")
     for ev in events:
         t.add_row(str(ev.seq), ev.ts[:19].replace("T", " "), ev.kind, ev.actor, summarize_event(ev))
-    err_console.print(t)
+    out_console.print(t)
 
 
 @audit_app.command("verify")
@@ -304,9 +304,9 @@ def audit_verify(
     if json_out:
         emit_json(result.model_dump(mode="json"))
     elif result.ok:
-        err_console.print(result.line(), highlight=False)
+        out_console.print(result.line(), highlight=False)
     else:
-        err_console.print(f"[bold red]{result.line()}[/]", highlight=False, soft_wrap=True)
+        out_console.print(f"[bold red]{result.line()}[/]", highlight=False, soft_wrap=True)
     if not result.ok:
         raise typer.Exit(2)
 
@@ -335,7 +335,7 @@ def audit_export(
     if json_out:
         emit_json({"run_id": run, "html": str(html_path), "verified": verdict.ok, "n_candidates": len(cands)})
         return
-    err_console.print(f"wrote {html_path} ({len(cands)} candidates, audit {'ok' if verdict.ok else 'FAILED'})")
+    out_console.print(f"wrote {html_path} ({len(cands)} candidates, audit {'ok' if verdict.ok else 'FAILED'})")
 
 
 def _events_lenient(st, run: str) -> list:  # noqa: ANN001

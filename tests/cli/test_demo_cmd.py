@@ -43,4 +43,4 @@ def test_demo_generates_judges_and_records(tmp_path: Path) -> None:
                    result["examples"]["evaluate"]["run_id"]):
         verify = subprocess.run([TESSERA, "audit", "verify", run_id, "--store", str(tmp_path / "store")],
                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert verify.returncode == 0 and verify.stderr.startswith("ok"), verify.stderr
+        assert verify.returncode == 0 and verify.stdout.startswith("ok"), verify.stdout + verify.stderr

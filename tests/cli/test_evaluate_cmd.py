@@ -80,7 +80,7 @@ def test_run_recorded_with_valid_audit_chain(evaluated: tuple[subprocess.Complet
     run_id = json.loads(proc.stdout)["run_id"]
     verify = run_cli("audit", "verify", run_id, "--store", str(work / "store"), cwd=work)
     assert verify.returncode == 0, verify.stderr
-    assert verify.stderr.startswith("ok")  # human lines go to stderr; stdout is reserved for --json
+    assert verify.stdout.startswith("ok")  # results go to stdout (progress and diagnostics to stderr)
     search = run_cli("store", "search", "--store", str(work / "store"), "--run", run_id, "--json", cwd=work)
     assert search.returncode == 0, search.stderr
     found = json.loads(search.stdout)

@@ -54,8 +54,8 @@ def test_search_filters_and_like(populated: tuple[Path, str], tmp_path: Path) ->
     hits = json.loads(out)["candidates"]
     assert code == 0 and {h["id"] for h in hits[:3]} == {"c0000", "c0005", "c0010"}
     assert max(h["distance"] for h in hits[:3]) < 0.01 < 0.3 < hits[3]["distance"]
-    code, _, err = _run("store", "search", "--store", str(root))
-    assert code == 0 and "c00" in err  # the human table goes to stderr
+    code, out, _ = _run("store", "search", "--store", str(root))
+    assert code == 0 and "c00" in out  # the human table is a result: stdout
 
 
 def test_review_and_audit(populated: tuple[Path, str], tmp_path: Path) -> None:
@@ -68,8 +68,8 @@ def test_review_and_audit(populated: tuple[Path, str], tmp_path: Path) -> None:
     kinds = [e["kind"] for e in json.loads(out)["events"]]
     assert kinds == ["run_started", "plan", "tool_call", "candidates_recorded", "run_finished", "human_decision",
                      "human_decision"]
-    code, _, err = _run("audit", "verify", run_id, "--store", str(root))
-    assert code == 0 and err.startswith("ok")
+    code, out, _ = _run("audit", "verify", run_id, "--store", str(root))
+    assert code == 0 and out.startswith("ok")  # a verdict is a result: stdout
 
     report = tmp_path / "report.html"
     code, _, _ = _run("audit", "export", run_id, "--html", str(report), "--store", str(root))
@@ -87,8 +87,8 @@ def test_review_and_audit(populated: tuple[Path, str], tmp_path: Path) -> None:
     log = root / "audit" / f"{run_id}.jsonl"
     lines = log.read_text().splitlines(keepends=True)
     log.write_text("".join(lines[:2] + lines[3:]))  # delete event 2 by hand
-    code, _, err = _run("audit", "verify", run_id, "--store", str(root))
-    assert code != 0 and "event 2" in err and "Traceback" not in err
+    code, out, err = _run("audit", "verify", run_id, "--store", str(root))
+    assert code != 0 and "event 2" in out and "Traceback" not in out + err
 
 
 def test_exports(populated: tuple[Path, str], tmp_path: Path) -> None:
@@ -106,8 +106,8 @@ def test_exports(populated: tuple[Path, str], tmp_path: Path) -> None:
 
     frames = read(str(tmp_path / "x.xyz"), index=":")
     assert len(frames) == 3 and all(len(f) == 8 for f in frames)
-    code, _, err = _run(*args, "--format", "vasp", "--out", str(tmp_path / "vasp"))
-    assert code == 0 and "POTCAR.spec" in err
+    code, out, _ = _run(*args, "--format", "vasp", "--out", str(tmp_path / "vasp"))
+    assert code == 0 and "POTCAR.spec" in out
     folders = sorted((tmp_path / "vasp").iterdir())
     assert len(folders) == 3
     for f in folders:
@@ -145,3 +145,15 @@ def test_unknown_run_and_candidate(populated: tuple[Path, str]) -> None:
     assert code == 1 and "no run" in err
     code, _, err = _run("review", "approve", "nope", "--store", str(root))
     assert code == 1 and "no candidate" in err
+
+
+def test_json_failures_print_a_json_error_and_bad_numbers_one_line(tmp_path: Path) -> None:
+    """Under --json a failure still leaves one JSON object on stdout; a bad number is our one line
+    (exit 2), never Typer's boxed panel or a traceback."""
+    code, out, err = _run("audit", "verify", "nope", "--store", str(tmp_path / "s"), "--json")
+    assert code == 1 and "no Tessera store" in json.loads(out)["error"] and err.startswith("error:")
+    res = runner.invoke(app, ["store", "search", "--limit", "0"])
+    assert res.exit_code == 2 and res.stderr.startswith("error:") and len(res.stderr.strip().splitlines()) == 1
+    assert "╭" not in res.stderr and "Traceback" not in res.stderr
+    res = runner.invoke(app, ["store", "search", "--limit", "0", "--json"])
+    assert res.exit_code == 2 and "--limit" in json.loads(res.stdout)["error"]
