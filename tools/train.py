@@ -166,7 +166,8 @@ def train_generator(
         if source:
             source_path = repo_path(source)
             if not source_path.exists():
-                raise InputError(f"--init-from: no weights at {source_path}")
+                raise InputError(f"--init-from: no weights at {source_path} (the recipe's comments say how to "
+                                 f"restore them from git history)")
             fresh_params = warm_start(model, load_weights(source_path))
             trainer.reset_ema()
             trainer.extra_meta["init_from"] = repo_relative(source_path)
