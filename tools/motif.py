@@ -33,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from tessera.generators.motifs import MotifTemplate, resolve_template
+from tessera.generators.motifs import MotifTemplate, default_bond_length, resolve_template
 from tessera.tools.errors import InputError
 
 # Each net bond within this fraction of the layer's mean net bond.
@@ -42,6 +42,10 @@ BOND_REL_TOL = 0.10
 ANGLE_TOL_DEG = 10.0
 # Net sites of one layer within this many A of a site's plane (2D nets; buckling allowed after relaxation).
 PLANARITY_TOL = 0.30
+# The net's mean bond within this fraction of the expected bond length (the one sampled with, default
+# motifs.default_bond_length): a relaxation may stretch bonds a little, but a "net" of twice the bond length
+# (e.g. one kagome site and its images in a side plane) is no motif.
+BOND_LENGTH_WINDOW = 0.25
 # Neighbours are searched up to this distance (A) before the per-layer cutoff is set.
 SEARCH_RADIUS = 6.0
 
@@ -68,6 +72,8 @@ class MotifMatch(BaseModel):
     max_angle_deviation: float | None = None
     max_out_of_plane: float | None = None
     reason: str = ""
+    expected_bond_length: float | None = None
+    bond_length_window: float = BOND_LENGTH_WINDOW
     bond_rel_tol: float = BOND_REL_TOL
     angle_tol_deg: float = ANGLE_TOL_DEG
     planarity_tol: float = PLANARITY_TOL
@@ -248,9 +254,11 @@ def _check_layer(comp, bonds, normal, kinds, proportions) -> tuple[bool, dict]:
                 "max_out_of_plane": out_of_plane, "reason": why}
 
 
-def detect_motif(structure, lattice: str | MotifTemplate, element: str) -> MotifMatch:
+def detect_motif(structure, lattice: str | MotifTemplate, element: str, *, bond_length: float | None = None) -> MotifMatch:
     """Whether ``structure`` (pymatgen Structure) holds the net ``lattice`` (a built-in name, a custom template
-    file, or a template) made of ``element`` (symbol). InputError for an unknown lattice or element."""
+    file, or a template) made of ``element`` (symbol), with a mean bond within BOND_LENGTH_WINDOW of
+    ``bond_length`` (A; default: the element's default bond length). InputError for an unknown lattice or
+    element."""
     from pymatgen.core import Element
 
     try:
@@ -261,7 +269,13 @@ def detect_motif(structure, lattice: str | MotifTemplate, element: str) -> Motif
         symbol = Element(str(element)).symbol
     except (ValueError, KeyError) as exc:
         raise InputError(f"unknown element {element!r}") from exc
-    base = {"lattice": template.name, "element": symbol}
+    try:
+        expected = default_bond_length(symbol) if bond_length is None else float(bond_length)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    if not expected > 0:
+        raise InputError(f"bond_length must be > 0 A, got {bond_length}")
+    base = {"lattice": template.name, "element": symbol, "expected_bond_length": expected}
     sites = [i for i, site in enumerate(structure) if site.specie.symbol == symbol]
     if not sites:
         return MotifMatch(**base, found=False, reason=f"no {symbol} in the structure")
@@ -275,6 +289,9 @@ def detect_motif(structure, lattice: str | MotifTemplate, element: str) -> Motif
             continue
         for comp in _components(bonds):
             ok, info = _check_layer(comp, bonds, normal, kinds, proportions)
+            if ok and abs(info["bond_length"] / expected - 1.0) > BOND_LENGTH_WINDOW:
+                ok, info["reason"] = False, (f"net bond {info['bond_length']:.2f} A, expected {expected:.2f} A "
+                                             f"+/- {BOND_LENGTH_WINDOW:.0%}")
             match = MotifMatch(**base, found=ok, matched_sites=[sites[i] for i in comp], plane=plane, **info)
             if ok:
                 return match
