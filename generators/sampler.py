@@ -142,12 +142,100 @@ class StepHook(Protocol):
     def __call__(self, state: NoisyCrystal, info: StepInfo) -> NoisyCrystal: ...
 
 
+_FIELDS = ("lattice", "frac", "types")
+
+
+@dataclass(frozen=True)
+class GuidanceSettings:
+    """How the sampler applies a guidance loss (universal guidance, Bansal et al.; on crystals as in
+    MatterGen's finetuning-free guidance). A ``Guidance`` carries them as ``settings``; one without gets
+    ``legacy(scale)``.
+
+    scale: forward-guidance strength k. Forward guidance differentiates the loss of x0(x_t) through the
+    denoiser and shifts each field's prediction in classifier-guidance form: lattice eps' = eps + k
+    sqrt(1 - abar_t) g, F score' = score - k g (true-score units), type logits' = logits - k g.
+    schedule: the step weight w of k and of backward_lr along the reverse process, mean 1 over t in [0, T]:
+    "constant" 1, "increasing" 2 (1 - t / T) (stronger as the crystal forms), "decreasing" 2 t / T.
+    every: guide only every k-th reverse step (index % every == 0); other steps are unguided and cost
+    nothing extra.
+    grad_norm: per crystal and per field, "none", "clip" (rescale a gradient whose norm exceeds
+    grad_clip to grad_clip) or "normalize" (unit norm, so k is a step length); applied to the forward
+    gradient and to each backward step.
+    backward_steps, backward_lr: backward guidance; m plain gradient steps of length w * backward_lr on the
+    clean estimate itself (lattice code, F; types as they are), whose result replaces x0 in the update
+    (the predictions are shifted so that they imply the corrected x0: eps from x0 for the lattice, the
+    Tweedie relation x0 = x_t + sigma^2 score for F). 0 = off.
+    recurrence: self-recurrence K; each guided reverse step t -> s is taken K times, re-noising x_s back
+    to level t in between (lattice q(x_t | x_s), F x_s + sqrt(sigma_t^2 - sigma_s^2) z, continuous types
+    like the lattice; masked types return to their state before the step, so atoms are revealed once
+    per step, as without guidance). Steps without guidance are taken once.
+    fields: which fields guidance moves: "lattice", "frac", "types". Default lattice and F: with the
+    masked type process, types follow the chemical system and the reveal clock.
+    """
+
+    scale: float = 1.0
+    schedule: str = "constant"
+    every: int = 1
+    grad_norm: str = "none"
+    grad_clip: float = 1.0
+    backward_steps: int = 0
+    backward_lr: float = 0.1
+    recurrence: int = 1
+    fields: tuple[str, ...] = ("lattice", "frac")
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "increasing", "decreasing"):
+            raise ValueError(f"schedule must be constant, increasing or decreasing, got {self.schedule!r}")
+        if self.grad_norm not in ("none", "clip", "normalize"):
+            raise ValueError(f"grad_norm must be none, clip or normalize, got {self.grad_norm!r}")
+        if self.every < 1 or self.recurrence < 1 or self.backward_steps < 0:
+            raise ValueError("every and recurrence must be >= 1 and backward_steps >= 0")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+        unknown = set(self.fields) - set(_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown guidance fields {sorted(unknown)}; choose from {_FIELDS}")
+
+    @classmethod
+    def legacy(cls, scale: float) -> "GuidanceSettings":
+        """A bare ``Guidance`` (scale and loss only): forward guidance on every field, every step."""
+        return cls(scale=float(scale), fields=_FIELDS)
+
+    def weight(self, index: int, t: int, T: int) -> float:
+        """Schedule weight w of reverse step ``index`` from training step t (0 = unguided step)."""
+        if index % self.every:
+            return 0.0
+        if self.schedule == "increasing":
+            return 2.0 * (1.0 - t / T)
+        if self.schedule == "decreasing":
+            return 2.0 * t / T
+        return 1.0
+
+    def normalise(self, g: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+        """Per-crystal gradient normalisation of rows g (R, D) belonging to crystals ``index`` (R,)."""
+        if self.grad_norm == "none":
+            return g
+        norm = torch.zeros(n, dtype=g.dtype).index_add_(0, index, (g**2).sum(-1)).sqrt()[index].unsqueeze(-1)
+        if self.grad_norm == "normalize":
+            return g / norm.clamp_min(1e-12)
+        return g * (self.grad_clip / norm.clamp_min(1e-12)).clamp(max=1.0)
+
+
 class Guidance(Protocol):
+    """A differentiable loss of the clean estimate. Optionally a ``settings: GuidanceSettings`` attribute
+    (backward steps, recurrence, schedules, normalisation, fields); without one, ``scale`` and forward
+    guidance on every field (``GuidanceSettings.legacy``)."""
+
     scale: float
 
     def loss(self, x0: CleanEstimate, state: NoisyCrystal) -> torch.Tensor:
         """(B,) differentiable loss of the clean estimate (lower is better)."""
         ...
+
+
+def guidance_settings(guidance: Guidance) -> GuidanceSettings:
+    settings = getattr(guidance, "settings", None)
+    return settings if isinstance(settings, GuidanceSettings) else GuidanceSettings.legacy(guidance.scale)
 
 
 class Sampler:
@@ -208,12 +296,31 @@ class Sampler:
         )
 
     def _predict(
-        self, state: NoisyCrystal, type_mask: torch.Tensor | None, guidance: Guidance | None
+        self, state: NoisyCrystal, type_mask: torch.Tensor | None, guidance: Guidance | None, weight: float = 1.0
     ) -> tuple[Prediction, CleanEstimate]:
-        if guidance is None or guidance.scale == 0.0:
+        """Backbone prediction and clean estimate, with guidance of schedule weight ``weight`` applied."""
+        settings = guidance_settings(guidance) if guidance is not None else None
+        k = settings.scale * weight if settings is not None else 0.0
+        backward = settings is not None and settings.backward_steps > 0 and weight > 0
+        if guidance is None or (k == 0.0 and not backward):
             with torch.no_grad():
                 pred = self.backbone.predict(state)
                 return pred, self.clean_estimate(state, pred, type_mask)
+        assert settings is not None
+        if k != 0.0:
+            pred = self._forward_guided(state, type_mask, guidance, settings, k)
+        else:
+            with torch.no_grad():
+                pred = self.backbone.predict(state)
+        if backward:
+            pred = self._backward_guided(state, pred, type_mask, guidance, settings, settings.backward_lr * weight)
+        with torch.no_grad():
+            return pred, self.clean_estimate(state, pred, type_mask)
+
+    def _forward_guided(
+        self, state: NoisyCrystal, type_mask: torch.Tensor | None, guidance: Guidance, settings: GuidanceSettings,
+        k: float,
+    ) -> Prediction:
         m = self.model
         code = state.lattice_code.detach().requires_grad_(True)
         frac = state.frac.detach().requires_grad_(True)
@@ -228,21 +335,66 @@ class Sampler:
             x0 = self.clean_estimate(st, pred, type_mask)
             loss = guidance.loss(x0, st).sum()
             g_code, g_frac, g_types = torch.autograd.grad(loss, [code, frac, types], allow_unused=True)
-        k = guidance.scale
+        B = state.n_atoms.shape[0]
         t_atom = state.t[state.batch]
         # Classifier-guidance form with log p = -loss: eps' = eps + k sqrt(1 - abar) grad loss;
         # score' = score - k grad loss (converted to the normalised-score units of the backbone).
         lat_eps, frac_score, type_logits = pred.lattice_eps.detach(), pred.frac_score.detach(), pred.type_logits.detach()
-        if g_code is not None:
+        if g_code is not None and "lattice" in settings.fields:
+            g_code = settings.normalise(g_code, torch.arange(B), B)
             lat_eps = lat_eps + k * (1 - m.lattice_process.abar(state.t)).sqrt().unsqueeze(-1) * g_code
-        if g_frac is not None:
+        if g_frac is not None and "frac" in settings.fields:
+            g_frac = settings.normalise(g_frac, state.batch, B)
             frac_score = frac_score - k * g_frac / m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
-        if g_types is not None:
+        if g_types is not None and "types" in settings.fields:
             # Types are predicted as x0 logits; push the clean estimate down the gradient instead.
-            type_logits = type_logits - k * g_types
-        pred = Prediction(lattice_eps=lat_eps, frac_score=frac_score, type_logits=type_logits)
+            type_logits = type_logits - k * settings.normalise(g_types, state.batch, B)
+        return Prediction(lattice_eps=lat_eps, frac_score=frac_score, type_logits=type_logits)
+
+    def _backward_guided(
+        self, state: NoisyCrystal, pred: Prediction, type_mask: torch.Tensor | None, guidance: Guidance,
+        settings: GuidanceSettings, lr: float,
+    ) -> Prediction:
+        """Backward guidance: gradient steps on the clean estimate (lattice code, F), then the predictions
+        that imply the corrected estimate."""
+        m = self.model
+        B = state.n_atoms.shape[0]
         with torch.no_grad():
-            return pred, self.clean_estimate(state, pred, type_mask)
+            x0 = self.clean_estimate(state, pred, type_mask)
+        code, frac = x0.lattice_code.clone(), x0.frac.clone()
+        probs, logits = x0.type_probs.detach(), x0.type_logits.detach()
+        for _ in range(settings.backward_steps):
+            c = code.detach().requires_grad_(True)
+            f = frac.detach().requires_grad_(True)
+            with torch.enable_grad():
+                est = CleanEstimate(lattice_code=c, lattice=m.coder.decode(c, state.n_atoms), frac=f,
+                                    type_probs=probs, type_logits=logits)
+                g_c, g_f = torch.autograd.grad(guidance.loss(est, state).sum(), [c, f], allow_unused=True)
+            if g_c is not None and "lattice" in settings.fields:
+                code = code - lr * settings.normalise(g_c, torch.arange(B), B)
+            if g_f is not None and "frac" in settings.fields:
+                frac = frac - lr * settings.normalise(g_f, state.batch, B)
+        t_atom = state.t[state.batch]
+        lat_eps = m.lattice_process.eps_from_x0(state.lattice_code, state.t, code)
+        sigma2 = m.frac_process.sigma(t_atom).unsqueeze(-1) ** 2
+        frac_score = pred.frac_score + (frac - x0.frac) / (sigma2 * m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1))
+        return replace(pred, lattice_eps=lat_eps.detach(), frac_score=frac_score.detach())
+
+    def _renoise(self, new: NoisyCrystal, before: NoisyCrystal, gen: torch.Generator) -> NoisyCrystal:
+        """Self-recurrence: x_s (``new``) back to level t of ``before`` (forward process from s to t)."""
+        m = self.model
+        t, s = before.t, new.t
+        B, N = t.shape[0], new.frac.shape[0]
+        ratio = (m.lattice_process.abar(t) / m.lattice_process.abar(s)).unsqueeze(-1)
+        code = ratio.sqrt() * new.lattice_code + (1 - ratio).sqrt() * torch.randn((B, 6), generator=gen)
+        t_atom, s_atom = t[new.batch], s[new.batch]
+        std = (m.frac_process.sigma(t_atom) ** 2 - m.frac_process.sigma(s_atom) ** 2).clamp_min(0).sqrt().unsqueeze(-1)
+        frac = (new.frac + std * torch.randn((N, 3), generator=gen)) % 1.0
+        types = before.types
+        if m.type_process.continuous:
+            r = ratio[new.batch]
+            types = r.sqrt() * new.types + (1 - r).sqrt() * torch.randn(new.types.shape, generator=gen)
+        return replace(new, lattice_code=code, frac=frac, types=types, t=t)
 
     # -- sampling ------------------------------------------------------------------------------
     def _element_set_mask(
@@ -354,6 +506,7 @@ class Sampler:
                 state = replace(state, n_elements=k)
             if self._uses_budget:
                 budget = k
+        settings = guidance_settings(guidance) if guidance is not None else None
         schedule = self.timesteps
         if initial is not None:
             # Start part-way (reconstruction, SDEdit-style edits): from the initial state's step down.
@@ -363,8 +516,9 @@ class Sampler:
             state = replace(state, t=torch.full((B,), t, dtype=torch.long))
             t_vec, s_vec = state.t, torch.full((B,), s, dtype=torch.long)
             t_atom, s_atom = t_vec[state.batch], s_vec[state.batch]
+            weight = settings.weight(i, t, m.config.num_steps) if settings is not None else 0.0
             for _ in range(c.corrector_steps):
-                pred, _ = self._predict(state, mask, guidance)
+                pred, _ = self._predict(state, mask, guidance, weight)
                 score = pred.frac_score * m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
                 frac = m.frac_process.corrector_step(state.frac, score, t_atom, c.step_lr, torch.randn((N, 3), generator=gen))
                 state = replace(state, frac=frac)
@@ -372,41 +526,48 @@ class Sampler:
             if self._resamples_at(t):
                 types, resampled = m.type_process.remask(state.types, c.type_resample, gen, batch=state.batch)
                 state = replace(state, types=types)
-            pred, x0 = self._predict(state, mask, guidance)
-            if c.commit_elements_at and not committed and t <= c.commit_elements_at:
-                committed = True
-                mask = self._element_set_mask(x0.type_probs, state, mask, gen)
-                x0 = self.clean_estimate(state, pred, mask)
-            score = pred.frac_score * m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
-            with torch.no_grad():
-                # Draw order (lattice, frac, types) fixes the samples of a recorded (checkpoint, seed).
-                lattice_code = m.lattice_process.posterior_step(
-                    state.lattice_code, x0.lattice_code, t_vec, s_vec, torch.randn((B, 6), generator=gen)
-                )
-                frac = m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen))
-                if budget is None:
-                    types = m.type_process.reverse_step(
-                        state.types, x0.type_probs, self._type_clock(t_atom),
-                        self._type_clock(s_atom), gen, force=resampled,
+            before = state
+            repeats = settings.recurrence if settings is not None and weight > 0 else 1
+            for rep in range(repeats):
+                pred, x0 = self._predict(state, mask, guidance, weight)
+                if c.commit_elements_at and not committed and t <= c.commit_elements_at:
+                    committed = True
+                    mask = self._element_set_mask(x0.type_probs, state, mask, gen)
+                    x0 = self.clean_estimate(state, pred, mask)
+                score = pred.frac_score * m.frac_process.score_norm(t_atom).sqrt().unsqueeze(-1)
+                with torch.no_grad():
+                    # Draw order (lattice, frac, types) fixes the samples of a recorded (checkpoint, seed).
+                    lattice_code = m.lattice_process.posterior_step(
+                        state.lattice_code, x0.lattice_code, t_vec, s_vec, torch.randn((B, 6), generator=gen)
                     )
-                else:
-                    assert isinstance(m.type_process, MaskedTypes)
-                    types = m.type_process.reverse_step_within_budget(
-                        state.types, x0.type_probs, self._type_clock(t_atom), self._type_clock(s_atom), gen,
-                        batch=state.batch, n_elements=budget, force=resampled,
+                    frac = m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen))
+                    if budget is None:
+                        types = m.type_process.reverse_step(
+                            state.types, x0.type_probs, self._type_clock(t_atom),
+                            self._type_clock(s_atom), gen, force=resampled,
+                        )
+                    else:
+                        assert isinstance(m.type_process, MaskedTypes)
+                        types = m.type_process.reverse_step_within_budget(
+                            state.types, x0.type_probs, self._type_clock(t_atom), self._type_clock(s_atom), gen,
+                            batch=state.batch, n_elements=budget, force=resampled,
+                        )
+                    new = NoisyCrystal(
+                        lattice_code=lattice_code,
+                        frac=frac,
+                        types=types,
+                        batch=state.batch,
+                        n_atoms=state.n_atoms,
+                        t=s_vec,
+                        n_elements=state.n_elements,
                     )
-                new = NoisyCrystal(
-                    lattice_code=lattice_code,
-                    frac=frac,
-                    types=types,
-                    batch=state.batch,
-                    n_atoms=state.n_atoms,
-                    t=s_vec,
-                    n_elements=state.n_elements,
-                )
-            info = StepInfo(index=i, t=t, s=s, x0=x0, state=new, model=m, generator=gen)
-            for hook in hooks:
-                new = hook(new, info)
+                info = StepInfo(index=i, t=t, s=s, x0=x0, state=new, model=m, generator=gen)
+                # Hooks see every repetition of a recurrent step (an inpainted x_s is what gets re-noised).
+                for hook in hooks:
+                    new = hook(new, info)
+                if rep < repeats - 1:
+                    with torch.no_grad():
+                        state = self._renoise(new, before, gen)
             state = new
             yield replace(info, state=state)
 
