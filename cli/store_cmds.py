@@ -6,7 +6,6 @@ and ``--json``. Human output goes to stderr (see tessera.cli.common); ``--json``
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -34,27 +33,42 @@ def _open(store: Optional[str]):  # noqa: ANN202 - returns store.Store; imported
     return Store.open(store, create=False)
 
 
+SUN_LEGEND = ("S U N: stable (E_hull <= 0.1 eV/atom, CHGNet vs the reference hull), unique in its run, novel "
+              "against the reference pool; y yes, n no, - not reached (the candidate stopped earlier: see 'stopped')")
+
+
+def _stopped(c) -> str:  # noqa: ANN001 - a StoredCandidate
+    """Why a candidate went no further: its failed prescreen stage or its error, shortened."""
+    if c.prescreen_failed_stage:
+        return f"{c.prescreen_failed_stage} prescreen"
+    if c.error:
+        return c.error if len(c.error) <= 60 else c.error[:57] + "..."
+    return ""
+
+
 def _candidates_table(rows: list, *, title: str, show_distance: bool = False) -> Table:
     runs = {c.run_id for c in rows}
     show_run = len(runs) > 1
     if len(runs) == 1:
         title += f" (run {next(iter(runs))})"
-    t = Table(title=title, show_lines=False)
-    for col in ["id"] + (["run"] if show_run else []) + ["formula", "sg", "atoms", "E (eV/at)", "E_hull", "S/U/N", "review"] + (
-        ["distance"] if show_distance else []
-    ):
+    t = Table(title=title, show_lines=False, caption=SUN_LEGEND, caption_justify="left")
+    columns = (["id"] + (["run"] if show_run else [])
+               + ["formula", "sg", "atoms", "E (eV/at)", "E_hull", "S U N", "stopped", "review"]
+               + (["distance"] if show_distance else []))
+    for col in columns:
         t.add_column(col, overflow="fold")
 
-    def f(x, d=3):
-        return "–" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))
+    def f(x, d=3):  # noqa: ANN001, ANN202
+        return "-" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))
 
-    def flag(x):
-        return "?" if x is None else ("y" if x else "n")
+    def flag(x):  # noqa: ANN001, ANN202
+        return "-" if x is None else ("y" if x else "n")
 
     for c in rows:
+        review = c.review_status + (f": {c.review_note}" if c.review_note else "")
         cells = [c.id] + ([c.run_id] if show_run else []) + [
-            c.formula or "–", c.spacegroup or "–", f(c.n_atoms), f(c.energy_per_atom),
-            f(c.e_hull), f"{flag(c.stable)}{flag(c.unique)}{flag(c.novel)}", c.review_status,
+            c.formula or "-", c.spacegroup or "-", f(c.n_atoms), f(c.energy_per_atom),
+            f(c.e_hull), f"{flag(c.stable)} {flag(c.unique)} {flag(c.novel)}", _stopped(c), review,
         ]
         if show_distance:
             cells.append(f(c.distance, 4))
@@ -100,16 +114,14 @@ def store_search(
         st = _open(store)
         filt = _filters(formula, elements, chemsys, within, max_e_hull, run, status)
         if like is not None:
-            from pymatgen.core import Structure
+            from tessera.tools.io import read_structures
 
             if not like.exists():
                 fail(f"--like {like}: no such file")
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    query = Structure.from_file(str(like))
-            except (ValueError, OSError, KeyError, IndexError) as exc:
-                fail(f"--like {like}: cannot read a structure ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            read = read_structures([like])  # the hardened reader: one line for a bad file, never a traceback
+            if not read.structures:
+                fail(f"--like {read.errors[0] if read.errors else f'{like}: not a structure file'}")
+            query = read.structures[0]
             rows = st.nearest(query, k=limit, **filt)
             total = None
         else:
@@ -119,6 +131,10 @@ def store_search(
         fail(str(exc))
     if json_out:
         emit_json({"store": st.location, "total": total, "candidates": [r.model_dump(mode="json") for r in rows]})
+        return
+    if not rows:
+        asked = ", ".join(f"{k}={v}" for k, v in filt.items() if v is not None) or "no filter"
+        out_console.print(f"no candidates match ({asked}) in {st.location}", highlight=False)
         return
     title = f"{len(rows)} nearest to {like.name}" if like is not None else f"{len(rows)} of {total} matching"
     out_console.print(_candidates_table(rows, title=title, show_distance=like is not None))

@@ -157,3 +157,24 @@ def test_json_failures_print_a_json_error_and_bad_numbers_one_line(tmp_path: Pat
     assert "╭" not in res.stderr and "Traceback" not in res.stderr
     res = runner.invoke(app, ["store", "search", "--limit", "0", "--json"])
     assert res.exit_code == 2 and "--limit" in json.loads(res.stdout)["error"]
+
+
+def test_search_says_why_a_candidate_stopped_explains_sun_and_reports_no_match(tmp_path: Path) -> None:
+    """A prescreen-rejected candidate shows its stage (not '???'/'pending' alone), the S U N columns carry a
+    legend, a review note is shown, and an empty result is a sentence, not an empty table."""
+    from tessera.tools.candidate import StageOutcome
+
+    root = tmp_path / "store"
+    store = Store.open(root)
+    cands = make_candidates(2)
+    cands[1].prescreen = {"charge": StageOutcome(passed=False, reason="no charge-neutral assignment")}
+    cands[1].e_hull = cands[1].stable = cands[1].unique = cands[1].novel = None
+    cands[1].relaxed = False
+    with store.start_run("evaluate", {"n": 2}) as run:
+        run.add_candidates(cands)
+    store.review(cands[0].id, "approved", reviewer="ada", note="send to DFT")
+    code, out, _ = _run("store", "search", "--store", str(root))
+    assert code == 0
+    assert "charge prescreen" in out and "S U N: stable" in out and "send to DFT" in out
+    code, out, _ = _run("store", "search", "--store", str(root), "--formula", "Xe2")
+    assert code == 0 and out.startswith("no candidates match") and "formula=Xe2" in out
