@@ -63,7 +63,8 @@ def generate_and_judge(
     """Sample ``params.n`` crystals into ``out/samples`` and judge them, every prescreen stage gating."""
     sampled = sample_crystals(SampleParams(out=params.out / "samples", n=params.n, seed=params.seed), open_run=open_run)
     judged = evaluate_files(
-        EvaluateFilesParams(paths=sampled.cif_paths, out=params.out / "generated", evaluate=EvaluateParams(gate=True)),
+        # The sample folder, not its CIFs: its candidates.jsonl keeps each crystal's id, seed and checkpoint.
+        EvaluateFilesParams(paths=[sampled.params.out], out=params.out / "generated", evaluate=EvaluateParams(gate=True)),
         open_run=open_run, on_step=on_step,
     )
     png = plot_ehull(judged.candidates_path, params.out / "generated" / "ehull.png",

@@ -24,17 +24,48 @@ from contextlib import nullcontext
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.core import Structure
 
 from tessera.tools.candidate import Candidate, RelaxOutcome, StageOutcome
 from tessera.tools.errors import InputError
 from tessera.tools.isolation import attempt
 from tessera.tools.io import ReadResult, read_structures
-from tessera.tools.measures import STABLE_E_HULL
+from tessera.tools.config import load_config
+from tessera.tools.energy_scale import Scheme
+from tessera.tools.measures import STABLE_E_HULL, is_confirmed, is_on_hull
 from tessera.tools.prescreen import PrescreenParams, build_prescreen, load_prescreen_params
-from tessera.tools.relax import Relaxer, RelaxParams, load_relax_params, relax_many
+from tessera.tools.relax import (
+    SEVENNET_MODEL,
+    Relaxer,
+    RelaxParams,
+    SevenNetRelaxer,
+    load_relax_params,
+    relax_many,
+)
 from tessera.tools.runlog import RunLog, RunOpener
 
 GEOMETRY_STAGE = "geometry"
+CONFIRM_STAGE_PREFIX = "confirm:"
+"""Journal keys of second-judge relaxations start with this (their input is the first judge's structure)."""
+
+
+class JudgeParams(BaseModel):
+    """The second judge (``configs/judge.yaml``): who confirms the first judge's stable calls, on which scale."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    confirm: Literal["sevennet"] | None = Field(
+        None, description="re-relax every candidate CHGNet calls stable with this second potential (None: no)"
+    )
+    sevennet_model: Literal["7net-0", "7net-l3i5"] = Field(SEVENNET_MODEL, description="SevenNet weights")
+    sevennet_scheme: Scheme = Field(
+        "mp2020", description="energy scheme for SevenNet energies (raw GGA/GGA+U: MP2020 corrections on top)"
+    )
+
+
+def load_judge_params(path: str | Path | None = None) -> JudgeParams:
+    """Settings from YAML (default ``configs/judge.yaml``; built-in defaults when that file is absent)."""
+    return load_config(JudgeParams, "judge", path)
 
 
 class EvaluateParams(BaseModel):
@@ -57,6 +88,11 @@ class EvaluateParams(BaseModel):
         description="material ids left out of the hull and the novelty pool (judging held-out structures honestly)",
     )
     novelty: bool = Field(True, description="check novelty against the shipped structure pool")
+    confirm: Literal["sevennet"] | None = Field(
+        default_factory=lambda: load_judge_params().confirm,
+        description="second judge for the candidates the first calls stable (configs/judge.yaml; None = off)",
+    )
+    judge: JudgeParams = Field(default_factory=load_judge_params, description="second-judge settings")
     workers: int | None = Field(None, description="local Dask workers (default one per core; 0 = serial, no Dask)")
     address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
 
@@ -81,6 +117,18 @@ class EvaluateSummary(BaseModel):
         0, description="E_hull <= 0 and unique and novel: the strict S.U.N. count, free of the 0.1 eV/atom window "
         "in which CHGNet passes doubtful polyhalides"
     )
+    n_confirm_tried: int = Field(0, description="stable candidates the second judge relaxed (0 without --confirm)")
+    n_confirmed: int = Field(0, description="stable by both judges (E_hull <= threshold by CHGNet and by SevenNet)")
+    n_sun_confirmed: int = Field(0, description="confirmed and unique and novel")
+    n_novel_prototype: int = Field(0, description="stable candidates with no pool match even with species ignored")
+    n_sun_prototype: int = Field(0, description="S.U.N. with prototype novelty (not an element substitution)")
+    n_sun_confirmed_prototype: int = Field(0, description="confirmed, unique and prototype-novel: the strictest count")
+    n_implausible: int = Field(0, description="candidates whose composition is flagged implausible (e.g. CdI10)")
+    n_sun_implausible: int = Field(0, description="S.U.N. candidates flagged implausible (kept, shown)")
+    confirm_seconds: float = Field(0.0, description="s spent by the second judge in total")
+    confirm_seconds_per_hit: float | None = Field(None, description="s per second-judge relaxation (the cost per hit)")
+    confirmed_rate: float = Field(0.0, description="n_confirmed / n_inputs")
+    sun_confirmed_rate: float = Field(0.0, description="n_sun_confirmed / n_inputs")
     n_sun_prescreen_passed: int = Field(
         0, description="S.U.N. and passed every prescreen stage: what a run gating relaxation on the full "
         "prescreen (--gate) would have found; n_sun - this is what the prescreen costs"
@@ -96,7 +144,7 @@ class EvaluateSummary(BaseModel):
 class EvalStep:
     """One unit of work done: ``stage`` finished for ``candidate`` (``index`` into the batch)."""
 
-    stage: Literal["read", "prescreen", "relax", "hull", "analyze", "done"]
+    stage: Literal["read", "prescreen", "relax", "hull", "confirm", "analyze", "done"]
     index: int
     total: int
     candidate: Candidate | None = None
@@ -246,6 +294,10 @@ def iter_evaluate(
             cand.stable = res.e_hull <= params.stable_threshold
         yield EvalStep("hull", i, total, cand)
 
+    # --- confirm (second judge) -------------------------------------------------------------------
+    if params.confirm == "sevennet":
+        yield from _confirm(candidates, params, journal=journal)
+
     # --- analyze ----------------------------------------------------------------------------------
     analysed: set[int] = set()
     batch = assess_batch(candidates, novelty=params.novelty, exclude_ids=params.exclude_ids)
@@ -266,6 +318,69 @@ def iter_evaluate(
     yield EvalStep("done", total, total, None)
 
 
+def _confirm(candidates: list[Candidate], params: EvaluateParams, *, journal: RelaxJournal | None) -> Iterator[EvalStep]:
+    """Re-relax the first judge's stable candidates with SevenNet from their relaxed structure; fill the
+    ``*_confirm`` fields and ``confirmed``. A failed second relaxation leaves ``confirmed`` False with the
+    reason in ``provenance['confirm_error']`` (the candidate itself is not an error)."""
+    from tessera.tools.hull import ReferenceHull, load_hull_params
+
+    total = len(candidates)
+    judge = params.judge
+    hull_params = load_hull_params()
+    update: dict[str, object] = {"exclude_ids": sorted(set(hull_params.exclude_ids) | set(params.exclude_ids)),
+                                 "scheme": judge.sevennet_scheme}
+    if params.hull_sources is not None:
+        update["sources"] = list(params.hull_sources)
+    hull = ReferenceHull.from_params(hull_params.model_copy(update=update))
+    relaxer = SevenNetRelaxer(params=params.relax, model=judge.sevennet_model)
+    name = f"sevennet:{judge.sevennet_model}"
+    hits = [i for i, c in enumerate(candidates) if c.stable and c.error is None and c.cif is not None]
+    keys = {i: CONFIRM_STAGE_PREFIX + name + ":" + structure_key(candidates[i].cif or "") for i in hits}
+    structures: dict[int, object] = {}
+    for i in hits:
+        got = attempt(candidates[i].structure)
+        if got.ok:
+            structures[i] = got.value
+        else:
+            candidates[i].confirmed = False
+            candidates[i].provenance["confirm_error"] = f"cannot rebuild the structure: {got.error}"
+    pending: list[int] = []
+    done: list[tuple[int, RelaxOutcome]] = []
+    for i in structures:
+        if journal is not None and keys[i] in journal.done:
+            done.append((i, journal.done[keys[i]]))
+        else:
+            pending.append(i)
+
+    def apply(i: int, outcome: RelaxOutcome) -> EvalStep:
+        cand = candidates[i]
+        cand.confirm_judge = name
+        cand.confirm_seconds = outcome.seconds
+        e = outcome.energy_per_atom
+        if outcome.error is not None or e is None or not math.isfinite(e) or outcome.cif is None:
+            cand.confirmed = False
+            cand.provenance["confirm_error"] = f"second judge failed: {outcome.error or 'no finite energy'}"
+            return EvalStep("confirm", i, total, cand)
+        cand.energy_per_atom_confirm = e
+        placed = attempt(lambda: hull.e_hull(Structure.from_str(outcome.cif, fmt="cif"), e))
+        if not placed.ok or placed.value is None:
+            cand.confirmed = False
+            cand.provenance["confirm_error"] = f"second judge hull: {placed.error}"
+        else:
+            cand.e_hull_confirm = placed.value.e_hull
+            cand.confirmed = is_confirmed(cand.e_hull, cand.e_hull_confirm, threshold=params.stable_threshold)
+        return EvalStep("confirm", i, total, cand)
+
+    for i, outcome in done:
+        yield apply(i, outcome)
+    for k, outcome in relax_many([structures[i] for i in pending], params.relax, workers=params.workers,  # type: ignore[misc]
+                                 address=params.address, relaxer=relaxer):
+        i = pending[k]
+        if journal is not None:
+            journal.record(keys[i], outcome)
+        yield apply(i, outcome)
+
+
 def _passed_prescreen(candidate: Candidate) -> bool:
     """Every prescreen stage ran and passed (ungated runs record all stages, gated ones stop at a failure)."""
     return bool(candidate.prescreen) and all(o.passed for o in candidate.prescreen.values())
@@ -276,7 +391,23 @@ def summarize(candidates: Sequence[Candidate], params: EvaluateParams, seconds: 
     n = len(candidates)
     stable = [c for c in candidates if c.stable]
     sun = [c for c in stable if c.unique and c.novel]
+    confirmed = [c for c in stable if c.confirmed]
+    sun_confirmed = [c for c in sun if c.confirmed]
+    tried = [c for c in stable if c.confirm_seconds is not None]
+    confirm_s = sum(c.confirm_seconds or 0.0 for c in tried)
     return EvaluateSummary(
+        n_confirm_tried=len(tried),
+        n_confirmed=len(confirmed),
+        n_sun_confirmed=len(sun_confirmed),
+        n_novel_prototype=sum(bool(c.novel_prototype) for c in stable),
+        n_sun_prototype=sum(bool(c.novel_prototype) for c in sun),
+        n_sun_confirmed_prototype=sum(bool(c.novel_prototype) for c in sun_confirmed),
+        n_implausible=sum(c.plausible is False for c in candidates),
+        n_sun_implausible=sum(c.plausible is False for c in sun),
+        confirm_seconds=confirm_s,
+        confirm_seconds_per_hit=confirm_s / len(tried) if tried else None,
+        confirmed_rate=len(confirmed) / n if n else 0.0,
+        sun_confirmed_rate=len(sun_confirmed) / n if n else 0.0,
         n_inputs=n,
         n_errors=sum(c.error is not None for c in candidates),
         n_prescreen_passed=sum(_passed_prescreen(c) for c in candidates),
@@ -284,11 +415,11 @@ def summarize(candidates: Sequence[Candidate], params: EvaluateParams, seconds: 
         n_converged=sum(bool(c.converged) for c in candidates),
         n_hull=sum(c.e_hull is not None for c in candidates),
         n_stable=len(stable),
-        n_stable_le0=sum(c.e_hull is not None and c.e_hull <= 0.0 for c in candidates),
+        n_stable_le0=sum(is_on_hull(c.e_hull) for c in candidates),
         n_unique=sum(bool(c.unique) for c in candidates),
         n_novel=sum(bool(c.novel) for c in candidates),
         n_sun=len(sun),
-        n_sun_le0=sum(c.e_hull is not None and c.e_hull <= 0.0 for c in sun),
+        n_sun_le0=sum(is_on_hull(c.e_hull) for c in sun),
         n_sun_prescreen_passed=sum(_passed_prescreen(c) for c in sun),
         stable_rate=len(stable) / n if n else 0.0,
         sun_rate=len(sun) / n if n else 0.0,
@@ -408,7 +539,9 @@ def evaluate_files(
     """Read structure files, evaluate them, write ``<out>/candidates.jsonl`` and ``summary.json``.
 
     Every file that is read gets one candidate; an unreadable one carries its error line (reported as a
-    ``read`` step) and the batch goes on. With ``open_run`` the run is recorded: opened before any work,
+    ``read`` step) and the batch goes on. A candidates.jsonl, or a folder holding one (``tessera sample``'s
+    output), is read as records: each candidate keeps its id, seed, checkpoint and sample run
+    (:mod:`tessera.tools.lineage`). With ``open_run`` the run is recorded: opened before any work,
     each relaxation logged as it completes, the candidates and the summary added at the end. Raises
     InputError only for an error of the whole run (missing path, no structure files, unusable ``out``).
     """
@@ -416,8 +549,12 @@ def evaluate_files(
     if missing:
         raise InputError(f"no such file or folder: {', '.join(missing)}")
     out = _output_folder(params.out)
-    read = read_structures(list(params.paths))
-    candidates = candidates_of(read)
+    from tessera.tools.lineage import split_candidate_files
+
+    # A sample's candidates.jsonl (or its folder) is read as records, keeping each crystal's id and lineage.
+    from_records, structure_paths = split_candidate_files(params.paths)
+    read = read_structures(structure_paths) if structure_paths else ReadResult()
+    candidates = from_records + candidates_of(read)
     if not candidates:
         raise InputError(f"no structure files found in {', '.join(str(p) for p in params.paths)}")
     for i, cand in enumerate(candidates):

@@ -163,8 +163,10 @@ def sample_crystals(
     run_params = {"n": params.n, "atoms": params.atoms or None, "elements": elements_text,
                   "n_elements": params.n_elements or None, "seed": params.seed, "checkpoint": ckpt_name,
                   "batch_size": batch_size, "sampler": sampler_settings, "out": str(params.out)}
-    run = (open_run("sample", run_params, checkpoint_hash=file_sha256(checkpoint), seed=params.seed)
+    checkpoint_hash = file_sha256(checkpoint)
+    run = (open_run("sample", run_params, checkpoint_hash=checkpoint_hash, seed=params.seed)
            if open_run is not None else None)
+    sample_run = run.run_id if run is not None else None
     with run if run is not None else nullcontext():
         t0 = time.perf_counter()
         batches = sample_many(model=model, config=config, n=params.n, seed=params.seed, batch_size=batch_size,
@@ -174,7 +176,8 @@ def sample_crystals(
         structures = [s for batch in batches for s in to_structures(batch, model.vocab)]
         candidates = [
             Candidate.from_structure(s, id=f"gen-s{params.seed}-{i:05d}", source=f"sample:{ckpt_name}",
-                                     provenance={"seed": params.seed, "index": i, "checkpoint": ckpt_name})
+                                     provenance={"seed": params.seed, "index": i, "checkpoint": ckpt_name,
+                                                 "checkpoint_hash": checkpoint_hash, "sample_run": sample_run})
             for i, s in enumerate(structures)
         ]
         cif_paths = [params.out / f"{c.id}.cif" for c in candidates]
@@ -183,7 +186,8 @@ def sample_crystals(
                 path.write_text(c.cif or "")
                 fh.write(json.dumps({
                     "id": c.id, "formula": c.formula, "n_atoms": c.n_atoms, "cif": c.cif, "seed": params.seed,
-                    "index": i, "checkpoint": ckpt_name, "volume_per_atom": s.volume / len(s),
+                    "index": i, "checkpoint": ckpt_name, "checkpoint_hash": checkpoint_hash,
+                    "sample_run": sample_run, "volume_per_atom": s.volume / len(s),
                     "elements_allowed": elements_text, "n_elements_asked": params.n_elements or None,
                     "sampler": sampler_settings,
                 }) + "\n")

@@ -81,3 +81,30 @@ def test_sample_then_evaluate_records_both_runs(tmp_path: Path, nacl: Structure)
         assert store.verify_run(run_id).ok
     tools_called = [e.payload["tool"] for e in store.audit_log(judged.run_id).events() if e.kind == "tool_call"]
     assert tools_called == ["relax", "evaluate"]
+
+
+def test_one_id_from_sample_to_store(tmp_path: Path) -> None:
+    """Evaluating a sample's folder keeps each crystal's id, seed, checkpoint hash and sample run: the stored
+    evaluate rows carry them, so a reviewed hit traces back to the model and seed that made it."""
+    store = Store.open(tmp_path / "store")
+    sampled = sample_crystals(SampleParams(out=tmp_path / "samples", n=2, seed=3, atoms=4, **FAST),
+                              open_run=store.start_run)
+    judged = evaluate_files(
+        EvaluateFilesParams(paths=[tmp_path / "samples"], out=tmp_path / "judged",
+                            evaluate=EvaluateParams(gate=True, workers=0, novelty=False)),
+        open_run=store.start_run,
+    )
+    assert [c.id for c in judged.candidates] == [c.id for c in sampled.candidates]
+    for cand in judged.candidates:
+        row = store.get(cand.id, run_id=judged.run_id)
+        assert row.seed == 3 and row.checkpoint_hash == store.get_run(sampled.run_id).checkpoint_hash
+        assert cand.provenance["sample_run"] == sampled.run_id
+    # a damaged line is that line's error, the rest still read
+    lines = (tmp_path / "samples" / "candidates.jsonl").read_text().splitlines()
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "candidates.jsonl").write_text("\n".join([lines[0], "{not json", '{"id": "x"}']) + "\n")
+    from tessera.tools.lineage import read_candidates_file
+
+    good, not_json, no_cif = read_candidates_file(tmp_path / "mixed" / "candidates.jsonl")
+    assert good.error is None and good.id == sampled.candidates[0].id
+    assert "not JSON" in (not_json.error or "") and "no CIF" in (no_cif.error or "")
