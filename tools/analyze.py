@@ -17,6 +17,13 @@ calibration recorded there): the filter may only skip pairs that could never mat
 
 Novelty reference pool: :func:`tools.pool.load_pool` (all splits unless told otherwise), indexed by
 reduced formula; parsed structures and fingerprints are cached per process.
+
+Prototype novelty (``novel_prototype``): no pool structure matches when species are ignored, i.e.
+``StructureMatcher.fit_anonymous`` (some one-to-one mapping of elements makes the two the same crystal):
+an element substitution of a known structure is novel but not prototype-novel. Pre-filters: the same
+anonymized formula (e.g. AB2C4) and the same space-group number (the pool's MP value, the candidate's at
+``SYMPREC``), so a distorted substitution in a subgroup of the known type counts as prototype-novel: the
+check errs on the lenient side, like the fingerprint pre-filter of the exact check does not.
 """
 
 from __future__ import annotations
@@ -39,8 +46,10 @@ from tessera.tools.measures import (
     compositional_validity,
     is_on_hull,
     is_stable,
+    plausibility,
     structural_validity,
 )
+from tessera.tools.isolation import attempt
 from tessera.tools.pool import Split, load_pool, row_to_structure
 
 if TYPE_CHECKING:
@@ -197,6 +206,18 @@ def deduplicate(structures: Sequence[Structure], *, params: MatchParams | None =
 
 
 @lru_cache(maxsize=1)
+def _pool_by_prototype() -> dict[tuple[str, int], list[int]]:
+    """(anonymized formula, space-group number) -> pool row positions, once per process."""
+    from pymatgen.core import Composition
+
+    df = _pool_table()[3]
+    out: dict[tuple[str, int], list[int]] = {}
+    for pos, (f, sg) in enumerate(zip(df["formula"], df["spacegroup"])):  # type: ignore[index]
+        out.setdefault((Composition(str(f)).anonymized_formula, int(sg)), []).append(pos)
+    return out
+
+
+@lru_cache(maxsize=1)
 def _pool_table() -> tuple[dict[str, list[int]], list[str], list[str], object]:
     """(formula -> row positions, material ids, splits, the DataFrame) of the whole pool, once per process."""
     df = load_pool(None)
@@ -280,6 +301,29 @@ class NoveltyIndex:
 
     def check_many(self, structures: Sequence[Structure]) -> list[NoveltyResult]:
         return [self.check(s) for s in structures]
+
+    def check_prototype(self, structure: Structure, *, spacegroup_number: int | None = None) -> NoveltyResult:
+        """Is ``structure``'s framework absent from the pool with species ignored (``fit_anonymous``)?
+
+        ``novel`` of the result is prototype novelty; ``matched_id`` the pool material of the same structure
+        type. ``spacegroup_number`` (computed at ``SYMPREC`` when omitted) selects the pool rows compared.
+        """
+        if spacegroup_number is None:
+            spacegroup_number = symmetry(structure).spacegroup_number
+        key = (structure.composition.anonymized_formula, int(spacegroup_number))
+        _, ids, splits, _ = _pool_table()
+        positions = [p for p in _pool_by_prototype().get(key, [])
+                     if ids[p] not in self.exclude_ids and (self.splits is None or splits[p] in self.splits)]
+        sm = matcher(self.params)
+        calls = 0
+        for p in positions:
+            calls += 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if sm.fit_anonymous(_pool_structure(p)[0], structure):
+                    return NoveltyResult(novel=False, matched_id=ids[p], n_same_formula=len(positions),
+                                         n_matcher_calls=calls)
+        return NoveltyResult(novel=True, n_same_formula=len(positions), n_matcher_calls=calls)
 
 
 # ---------------------------------------------------------------------------------------------- one call
@@ -414,4 +458,15 @@ def assess_batch(
             if index is not None:
                 nov = index.check(s)
                 cand.novel, cand.matched_id = nov.novel, nov.matched_id
+                if not nov.novel:
+                    cand.novel_prototype, cand.prototype_matched_id = False, nov.matched_id
+                elif cand.stable:
+                    # Costly (fit_anonymous over a structure type's pool rows): only for the hits that need it.
+                    proto = index.check_prototype(s, spacegroup_number=cand.spacegroup_number)
+                    cand.novel_prototype, cand.prototype_matched_id = proto.novel, proto.matched_id
+            plaus = attempt(plausibility, s.composition)
+            if plaus.ok and plaus.value is not None:
+                cand.plausible, cand.plausibility_note = plaus.value
+            else:
+                cand.plausibility_note = f"not judged: {plaus.error}"
         yield i

@@ -62,12 +62,29 @@ class Candidate(BaseModel):
     corrected_energy_per_atom: float | None = Field(None, description="eV/atom on the hull's energy scale")
     formation_energy_per_atom: float | None = None
     e_hull: float | None = Field(None, description="eV/atom above the reference hull; negative = below it")
-    stable: bool | None = None
+    stable: bool | None = Field(None, description="e_hull <= the stable threshold (0.1 eV/atom), first judge (CHGNet)")
+    e_hull_confirm: float | None = Field(
+        None, description="eV/atom above the hull by the second judge (SevenNet relaxed from the CHGNet structure, "
+        "MP2020-corrected); set only for candidates the first judge calls stable"
+    )
+    energy_per_atom_confirm: float | None = Field(None, description="eV/atom, the second judge's raw final energy")
+    confirm_seconds: float | None = Field(None, description="s, the second judge's relaxation")
+    confirm_judge: str | None = Field(None, description="the second judge, e.g. 'sevennet:7net-0'")
+    confirmed: bool | None = Field(
+        None, description="both judges within the stable threshold; None when not asked (no --confirm) or not stable"
+    )
     spacegroup: str | None = None
     spacegroup_number: int | None = None
     unique: bool | None = None
     novel: bool | None = None
     matched_id: str | None = Field(None, description="reference pool material this one matches, if any")
+    novel_prototype: bool | None = Field(
+        None, description="no pool match even with species ignored (not an element substitution); judged for "
+        "stable candidates, False whenever novel is False"
+    )
+    prototype_matched_id: str | None = Field(None, description="pool material of the same structure type, if any")
+    plausible: bool | None = Field(None, description="tools.measures.plausibility: False flags e.g. CdI10")
+    plausibility_note: str | None = None
     error: str | None = None
     cif: str | None = Field(None, description="final structure: relaxed if relaxation ran, else the input")
     provenance: dict[str, Any] = Field(default_factory=dict)

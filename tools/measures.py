@@ -8,6 +8,11 @@
 - unique: no StructureMatcher match earlier in the batch (the first of a group of duplicates counts
   as unique, so unique rate = distinct structures / total).
 - novel: no StructureMatcher match in the reference pool.
+- stability levels: stable (E_hull <= 0.1), on the hull (E_hull <= 0), confirmed (a second potential,
+  SevenNet, relaxed from the first judge's structure, also gives E_hull <= 0.1: :func:`is_confirmed`).
+- prototype-novel: no match in the pool even with species ignored (tools/analyze.py).
+- plausible: :func:`plausibility`; a composition with no charge-neutral assignment of common oxidation
+  states AND more anions per cation than any pool compound with that anion (CdI10) is flagged, not dropped.
 - S.U.N.: stable and unique and novel. Rates are over all generated candidates (a candidate that
   failed relaxation counts as not stable), so S.U.N. rate = n_sun / n_total.
 - guidance effect: one-sided two-proportion z-test (guided share > unguided share).
@@ -171,6 +176,81 @@ def is_stable(e_hull: float | None, *, threshold: float = STABLE_E_HULL) -> bool
 def is_on_hull(e_hull: float | None) -> bool:
     """E_hull (eV/atom) <= 0: on or below the reference hull."""
     return is_stable(e_hull, threshold=0.0)
+
+
+def is_confirmed(e_hull: float | None, e_hull_confirm: float | None, *, threshold: float = STABLE_E_HULL) -> bool:
+    """Both judges (CHGNet, then SevenNet from CHGNet's relaxed structure) put it within ``threshold`` eV/atom."""
+    return is_stable(e_hull, threshold=threshold) and is_stable(e_hull_confirm, threshold=threshold)
+
+
+# ---------------------------------------------------------------------------------------------- plausibility
+
+ANIONS: frozenset[str] = frozenset({"F", "Cl", "Br", "I", "O", "S", "Se", "Te", "N", "P", "As"})
+"""Elements counted as anions by :func:`plausibility` (when a less electronegative element is present)."""
+
+
+def _anion_ratios(composition: Composition) -> dict[str, float]:
+    """Anion symbol -> its atoms per non-anion atom; empty when there are no anions or no other atoms."""
+    comp = composition.element_composition
+    anions = [el.symbol for el in comp.elements if el.symbol in ANIONS]
+    n_cation = comp.num_atoms - sum(comp[a] for a in anions)
+    if not anions or n_cation <= 0:
+        return {}
+    return {a: comp[a] / n_cation for a in sorted(anions)}
+
+
+@lru_cache(maxsize=1)
+def pool_anion_ratio_limits() -> dict[str, float]:
+    """Anion symbol -> the most atoms of that anion per non-anion atom in any pool compound."""
+    import pandas as pd
+
+    from tessera.tools.paths import POOL_PATH
+
+    limits: dict[str, float] = {}
+    for f in pd.read_parquet(POOL_PATH, columns=["formula"])["formula"].unique():
+        for a, ratio in _anion_ratios(Composition(str(f))).items():
+            limits[a] = max(limits.get(a, 0.0), ratio)
+    return limits
+
+
+@lru_cache(maxsize=65536)
+def _charge_neutral_common(symbols: tuple[str, ...], counts: tuple[int, ...]) -> str | None:
+    """A charge-neutral assignment of common oxidation states (pymatgen's list), as text, or None."""
+    from pymatgen.core import Element
+
+    ox_lists = [list(Element(s).common_oxidation_states) or [0] for s in symbols]
+    if math.prod(len(o) for o in ox_lists) > 100_000:
+        return "too many combinations to check"
+    for ox in itertools.product(*ox_lists):
+        if sum(o * c for o, c in zip(ox, counts)) == 0:
+            return " ".join(f"{s}{o:+d}" for s, o in zip(symbols, ox))
+    return None
+
+
+def plausibility(composition: Composition | Structure | str) -> tuple[bool, str]:
+    """Would a chemist take this composition to DFT? (plausible, reason).
+
+    Implausible only when both hold: no charge-neutral assignment of common oxidation states
+    (pymatgen's ``Element.common_oxidation_states``), and, for some anion, more of its atoms per
+    non-anion atom than any pool compound holds (:func:`pool_anion_ratio_limits`). CdI10 and
+    SbCl11 fail both; an intermetallic (no anion) or a charge-balanced polyiodide passes. A flag shown
+    beside a hit, not a filter.
+    """
+    comp = composition.composition if isinstance(composition, Structure) else (
+        Composition(composition) if isinstance(composition, str) else composition)
+    ratios = _anion_ratios(comp)
+    if not ratios:
+        return True, "no anion-cation pair to judge"
+    symbols, counts = _reduced_counts(comp)
+    neutral = _charge_neutral_common(symbols, counts)
+    if neutral is not None:
+        return True, f"charge-neutral with common oxidation states: {neutral}"
+    limits = pool_anion_ratio_limits()
+    beyond = [f"{a} {r:.3g} > {limits.get(a, 0.0):.3g}" for a, r in ratios.items() if r > limits.get(a, 0.0) + 1e-9]
+    if beyond:
+        return False, ("no charge-neutral assignment of common oxidation states, and more anions per cation than "
+                       f"any pool compound ({'; '.join(beyond)})")
+    return True, "not charge-neutral with common oxidation states, but its anion-to-cation ratios occur in the pool"
 
 
 # ---------------------------------------------------------------------------------------------- rates
