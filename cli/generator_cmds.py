@@ -85,17 +85,42 @@ def sample_command(
     settings: list[str] = typer.Option([], "--set", help="override a sampler setting, e.g. --set type_resample=1 "
                                        "(repeatable; YAML values; see configs/sampler.yaml)"),
     threads: int = typer.Option(2, min=1, help="torch CPU threads"),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="a DesignSpec file (JSON or YAML): chemistry, motif, "
+                                        "budgets and seed come from it (--n, --seed, --atoms, --elements are ignored)"),
+    lattice: Optional[str] = typer.Option(None, "--lattice", help="inpaint a lattice motif: kagome, honeycomb, "
+                                          "triangular, square, lieb, pyrochlore, ... (with --motif-element)"),
+    motif_element: Optional[str] = typer.Option(None, "--motif-element", help="the element on the motif, e.g. Mn"),
+    bond_length: Optional[float] = typer.Option(None, "--bond-length", min=0.5, max=6.0,
+                                                help="motif bond length, A (default: 2x the metallic radius)"),
     store: Optional[str] = typer.Option(None, "--store", help="candidate store (default: $TESSERA_STORE or the user data dir)"),
     no_store: bool = typer.Option(False, "--no-store", help="do not record the run in a store"),
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Sample crystals with the trained diffusion model, offline; record the run in the store."""
-    from tessera.tools.sample import SampleParams, sample_crystals
+    """Sample crystals with the trained diffusion model, offline; record the run in the store.
 
-    params = SampleParams(out=out, n=n, seed=seed, atoms=atoms,
-                          elements=[s.strip() for s in elements.split(",") if s.strip()], n_elements=n_elements,
-                          checkpoint=checkpoint, steps=steps, sampler_config=sampler_config, settings=settings,
-                          threads=threads)
+    With --lattice NAME --motif-element EL (or a --spec file with a motif) a 2D net of EL (or the 3D
+    pyrochlore net) is inpainted at every reverse step (SCIGEN) and checked at the end (motif_exact).
+    """
+    from tessera.tools.errors import InputError
+    from tessera.tools.sample import SampleParams, sample_crystals
+    from tessera.tools.spec import ChemistrySpec, DesignSpec, MotifSpec, load_spec, parse_spec
+
+    options = dict(checkpoint=checkpoint, steps=steps, sampler_config=sampler_config, settings=settings,
+                   threads=threads)
+    symbols = [s.strip() for s in elements.split(",") if s.strip()]
+    if spec is not None:
+        if lattice or motif_element:
+            raise InputError("give the motif in the --spec file or as --lattice/--motif-element, not both")
+        params = SampleParams.from_spec(load_spec(spec), out=out, **options)
+    elif lattice or motif_element:
+        if not (lattice and motif_element):
+            raise InputError("--lattice and --motif-element go together (e.g. --lattice kagome --motif-element Mn)")
+        design = parse_spec({"chemistry": ChemistrySpec(elements=symbols, n_elements=n_elements, atoms=atoms).model_dump(),
+                             "motif": {"lattice": lattice, "element": motif_element, "bond_length": bond_length},
+                             "budgets": {"samples": n}, "seed": seed}, source="--lattice")
+        params = SampleParams.from_spec(design, out=out, **options)
+    else:
+        params = SampleParams(out=out, n=n, seed=seed, atoms=atoms, elements=symbols, n_elements=n_elements, **options)
     result = sample_crystals(params, open_run=run_opener(store, no_store=no_store),
                              on_warning=lambda m: err_console.print(f"[yellow]warning:[/] {m}", highlight=False))
     if json_out:
@@ -103,11 +128,16 @@ def sample_command(
         return
     from rich.table import Table
 
-    table = Table(title=f"tessera sample: {len(result.candidates)} crystals (seed {seed}, {result.checkpoint})")
-    for col in ("id", "formula", "atoms", "space group (unrelaxed)"):
+    table = Table(title=f"tessera sample: {len(result.candidates)} crystals (seed {params.seed}, {result.checkpoint})")
+    motif = params.motif
+    columns = ["id", "formula", "atoms", "space group (unrelaxed)"] + ([f"{motif.lattice} {motif.element}"] if motif else [])
+    for col in columns:
         table.add_column(col)
     for cand in result.candidates:
-        table.add_row(cand.id, cand.formula or "", str(cand.n_atoms or ""), _space_group(cand.cif or ""))
+        row = [cand.id, cand.formula or "", str(cand.n_atoms or ""), _space_group(cand.cif or "")]
+        if motif:
+            row.append("exact" if cand.provenance.get("constraints", {}).get("motif_exact") else "not found")
+        table.add_row(*row)
     out_console.print(table)
     out_console.print(f"wrote {len(result.candidates)} crystals to {out} ({result.crystals_per_s:.2f} crystals/s)"
                       + (f"; run {result.run_id}" if result.run_id else ""), highlight=False)

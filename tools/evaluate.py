@@ -466,6 +466,54 @@ def evaluate(
     return summary
 
 
+class ConstraintSummary(BaseModel):
+    """How many candidates kept the motif they were sampled with, and S.U.N.-C (S.U.N. that meets the spec)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_constrained: int = Field(description="candidates sampled under a motif")
+    n_motif_exact: int = Field(description="the detector finds the motif at the end of sampling")
+    n_relaxed: int = Field(description="constrained candidates that were relaxed")
+    n_motif_retained: int = Field(description="relaxed, and the detector still finds the motif")
+    n_sun_c: int = Field(description="stable, unique, novel, motif exact and retained")
+
+
+def check_constraints(candidates: Sequence[Candidate]) -> ConstraintSummary | None:
+    """Detect each constrained candidate's motif in its relaxed structure (``motif_retained``) and set
+    ``constraints_satisfied`` (exact before relaxation and retained after). None when no candidate carries a
+    motif. Unrelaxed candidates keep ``motif_retained`` = None: not judged, not failed."""
+    from tessera.tools.isolation import attempt
+    from tessera.tools.motif import detect_motif
+
+    constrained = [c for c in candidates if isinstance(c.provenance.get("constraints"), dict)
+                   and c.provenance["constraints"].get("motif")]
+    if not constrained:
+        return None
+    for c in constrained:
+        record = c.provenance["constraints"]
+        motif = record["motif"]
+        if not c.relaxed or c.cif is None:
+            record["motif_retained"] = None
+            c.provenance["constraints_satisfied"] = False if not record.get("motif_exact") else None
+            continue
+        match = attempt(lambda: detect_motif(c.structure(), motif["lattice"], motif["element"],
+                                             bond_length=motif.get("bond_length")))
+        record["motif_retained"] = bool(match.ok and match.value is not None and match.value.found)
+        if not match.ok:
+            record["motif_retained_reason"] = match.error
+        elif match.value is not None and match.value.reason:
+            record["motif_retained_reason"] = match.value.reason
+        c.provenance["constraints_satisfied"] = bool(record.get("motif_exact")) and record["motif_retained"]
+    ok = [c for c in constrained if c.provenance.get("constraints_satisfied")]
+    return ConstraintSummary(
+        n_constrained=len(constrained),
+        n_motif_exact=sum(bool(c.provenance["constraints"].get("motif_exact")) for c in constrained),
+        n_relaxed=sum(c.relaxed for c in constrained),
+        n_motif_retained=sum(bool(c.provenance["constraints"].get("motif_retained")) for c in constrained),
+        n_sun_c=sum(bool(c.stable and c.unique and c.novel) for c in ok),
+    )
+
+
 class EvaluateFilesParams(BaseModel):
     """What :func:`evaluate_files` judges and where it writes: structure files or folders, an output
     folder, and the evaluation's own parameters."""
@@ -487,6 +535,7 @@ class EvaluateFilesResult(BaseModel):
     candidates: list[Candidate]
     skipped: list[str] = Field(default_factory=list, description="files in the folders that are not structure files")
     run_id: str | None = Field(None, description="the recorded run, when the job was given a store")
+    constraints: "ConstraintSummary | None" = Field(None, description="motif counts, when candidates carry a motif")
 
     @property
     def candidates_path(self) -> Path:
@@ -495,7 +544,8 @@ class EvaluateFilesResult(BaseModel):
     def payload(self) -> dict[str, Any]:
         """The flat JSON object of ``tessera evaluate --json``: counts, rates, where the records are, the run."""
         return {"out": str(self.candidates_path), "run_id": self.run_id, "n_skipped": len(self.skipped),
-                **self.summary.model_dump(mode="json", exclude={"params"})}
+                **self.summary.model_dump(mode="json", exclude={"params"}),
+                **({"constraints": self.constraints.model_dump(mode="json")} if self.constraints else {})}
 
 
 def _output_folder(out: Path) -> Path:
@@ -575,6 +625,10 @@ def evaluate_files(
 
     with run if run is not None else nullcontext():
         summary = evaluate(candidates, params.evaluate, out_dir=out, on_step=each_step, relaxer=relaxer)
+        constraints = check_constraints(candidates)
+        if constraints is not None:  # the records gained motif_retained: write them again (atomically)
+            write_candidates(candidates, out / "candidates.jsonl")
+            (out / "constraints.json").write_text(constraints.model_dump_json(indent=1) + "\n")
         if run is not None:
             summary_json = summary.model_dump(mode="json", exclude={"params"})
             run.log_tool_call(tool="evaluate", arguments={"n_inputs": summary.n_inputs, "out": str(out)},
@@ -582,4 +636,4 @@ def evaluate_files(
             run.add_candidates(candidates)
             run.finish(summary_json)
     return EvaluateFilesResult(params=params, summary=summary, candidates=candidates, skipped=read.skipped,
-                               run_id=run.run_id if run is not None else None)
+                               run_id=run.run_id if run is not None else None, constraints=constraints)

@@ -21,8 +21,10 @@ from tessera.tools.io import physical_problem, sanity_problem
 from tessera.tools.isolation import attempt
 
 CANDIDATES_FILE: str = "candidates.jsonl"
-LINEAGE_KEYS: tuple[str, ...] = ("seed", "index", "checkpoint", "checkpoint_hash", "sample_run", "spec_hash")
-"""Record fields carried into a candidate's provenance (the store files seed, checkpoint_hash, spec_hash)."""
+LINEAGE_KEYS: tuple[str, ...] = ("seed", "index", "checkpoint", "checkpoint_hash", "sample_run", "spec_hash",
+                                 "constraints")
+"""Record fields carried into a candidate's provenance (the store files seed, checkpoint_hash, spec_hash and
+the constraint record: the motif and whether it was exact at the end of sampling)."""
 
 
 def candidates_file(path: Path) -> Path | None:

@@ -22,6 +22,7 @@ from tessera.tools.candidate import Candidate
 from tessera.tools.errors import InputError
 from tessera.tools.paths import CONFIG_DIR, DATA_DIR, repo_relative
 from tessera.tools.runlog import RunOpener
+from tessera.tools.spec import DesignSpec, MotifSpec
 
 SHIPPED_CHECKPOINT: Path = DATA_DIR / "checkpoints" / "generator.pt"
 SAMPLER_CONFIG: Path = CONFIG_DIR / "sampler.yaml"
@@ -43,6 +44,21 @@ class SampleParams(BaseModel):
     sampler_config: Path = Field(SAMPLER_CONFIG, description="sampler YAML")
     settings: list[str] = Field(default_factory=list, description="KEY=VALUE overrides of the sampler YAML")
     threads: int = Field(2, ge=1, description="torch CPU threads")
+    motif: MotifSpec | None = Field(None, description="a lattice motif inpainted at every reverse step (SCIGEN)")
+    spec_hash: str | None = Field(None, description="the DesignSpec these settings came from, if any")
+
+    @classmethod
+    def from_spec(cls, spec: DesignSpec, *, out: Path, **options: Any) -> "SampleParams":
+        """Sampling settings of a DesignSpec (``options``: checkpoint, steps, sampler settings, threads).
+
+        Guidance terms are refused until the guided sampler is wired to specs (one clear line, not ignored).
+        """
+        if spec.guidance:
+            raise InputError("spec: guidance terms are not yet wired into tessera sample; remove 'guidance' "
+                             "to sample with the chemistry and motif alone")
+        return cls(out=out, n=spec.budgets.samples, seed=spec.seed, atoms=spec.chemistry.atoms,
+                   elements=list(spec.chemistry.elements), n_elements=spec.chemistry.n_elements, motif=spec.motif,
+                   spec_hash=spec.spec_hash(), **options)
 
 
 class SampleResult(BaseModel):
@@ -156,11 +172,14 @@ def sample_crystals(
         warn(f"--n-elements {params.n_elements} but only {len(set(allowed))} elements allowed; capped")
     if params.atoms > len(model.n_atoms_prior):
         warn(f"{params.atoms} atoms is beyond the training range (<= {len(model.n_atoms_prior)})")
+    constraint = motif_constraint(params, model) if params.motif is not None else None
 
     ckpt_name = repo_relative(checkpoint)
     elements_text = ",".join(params.elements) or None
     sampler_settings = dict(config.__dict__)
     run_params = {"n": params.n, "atoms": params.atoms or None, "elements": elements_text,
+                  "motif": params.motif.model_dump(mode="json") if params.motif is not None else None,
+                  "spec_hash": params.spec_hash,
                   "n_elements": params.n_elements or None, "seed": params.seed, "checkpoint": ckpt_name,
                   "batch_size": batch_size, "sampler": sampler_settings, "out": str(params.out)}
     checkpoint_hash = file_sha256(checkpoint)
@@ -169,27 +188,35 @@ def sample_crystals(
     sample_run = run.run_id if run is not None else None
     with run if run is not None else nullcontext():
         t0 = time.perf_counter()
-        batches = sample_many(model=model, config=config, n=params.n, seed=params.seed, batch_size=batch_size,
-                              n_atoms=params.atoms or None, allowed_types=allowed, n_elements=params.n_elements or None)
+        if constraint is None:
+            batches = sample_many(model=model, config=config, n=params.n, seed=params.seed, batch_size=batch_size,
+                                  n_atoms=params.atoms or None, allowed_types=allowed,
+                                  n_elements=params.n_elements or None)
+        else:
+            batches = _sample_motif_batches(model, config, constraint, params, batch_size)
         seconds = time.perf_counter() - t0
         params.out.mkdir(parents=True, exist_ok=True)
         structures = [s for batch in batches for s in to_structures(batch, model.vocab)]
-        candidates = [
-            Candidate.from_structure(s, id=f"gen-s{params.seed}-{i:05d}", source=f"sample:{ckpt_name}",
-                                     provenance={"seed": params.seed, "index": i, "checkpoint": ckpt_name,
-                                                 "checkpoint_hash": checkpoint_hash, "sample_run": sample_run})
-            for i, s in enumerate(structures)
-        ]
+        lineage = {"checkpoint": ckpt_name, "checkpoint_hash": checkpoint_hash, "sample_run": sample_run,
+                   "spec_hash": params.spec_hash}
+        candidates = []
+        for i, s in enumerate(structures):
+            provenance = {"seed": params.seed, "index": i, **lineage}
+            if params.motif is not None:
+                provenance["constraints"] = motif_exact_record(s, params.motif, constraint)
+                provenance["constraints_satisfied"] = provenance["constraints"]["motif_exact"]
+            candidates.append(Candidate.from_structure(s, id=f"gen-s{params.seed}-{i:05d}", source=f"sample:{ckpt_name}",
+                                                       provenance=provenance))
         cif_paths = [params.out / f"{c.id}.cif" for c in candidates]
         with open(params.out / "candidates.jsonl", "w") as fh:
             for i, (c, s, path) in enumerate(zip(candidates, structures, cif_paths)):
                 path.write_text(c.cif or "")
                 fh.write(json.dumps({
                     "id": c.id, "formula": c.formula, "n_atoms": c.n_atoms, "cif": c.cif, "seed": params.seed,
-                    "index": i, "checkpoint": ckpt_name, "checkpoint_hash": checkpoint_hash,
-                    "sample_run": sample_run, "volume_per_atom": s.volume / len(s),
+                    "index": i, **lineage, "volume_per_atom": s.volume / len(s),
                     "elements_allowed": elements_text, "n_elements_asked": params.n_elements or None,
                     "sampler": sampler_settings,
+                    **({"constraints": c.provenance["constraints"]} if params.motif is not None else {}),
                 }) + "\n")
         result = SampleResult(params=params, candidates=candidates, cif_paths=cif_paths, seconds=seconds,
                               checkpoint=ckpt_name, batch_size=batch_size, sampler=sampler_settings,
@@ -204,3 +231,64 @@ def sample_crystals(
             run.finish(summary)
             result.run_id = run.run_id
     return result
+
+
+def motif_constraint(params: SampleParams, model: Any) -> Any:
+    """The inpainting constraint of ``params.motif`` for this model; InputError for a bad option.
+
+    Free atoms take the allowed elements other than the motif element (an extra atom of the motif element in
+    the net's plane would break the net), or the model's choice when no elements are given.
+    """
+    from tessera.generators.inpainting import MotifConstraint
+    from tessera.generators.motifs import resolve_template
+
+    motif = params.motif
+    assert motif is not None
+    free = [e for e in params.elements if e != motif.element] or None
+    try:
+        constraint = MotifConstraint.build(lattice=motif.lattice, element=motif.element,
+                                           bond_length=motif.bond_length, c_range=motif.c_range,
+                                           free_elements=free, release_below=motif.release_below)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"motif: {exc}") from None
+    from pymatgen.core import Element
+
+    missing = [e for e in [motif.element, *(free or [])] if Element(e).Z not in model.vocab]
+    if missing:
+        raise InputError(f"motif: {', '.join(missing)} does not occur in the training data, the model cannot place it")
+    k = resolve_template(motif.lattice).num_sites
+    if params.atoms and params.atoms <= k:
+        raise InputError(f"motif: the {motif.lattice} net puts {k} atoms in the cell; --atoms {params.atoms} leaves "
+                         f"no room for the rest of the crystal")
+    return constraint
+
+
+def _sample_motif_batches(model: Any, config: Any, constraint: Any, params: SampleParams, batch_size: int) -> list:
+    """Motif-constrained crystals in batches; batch k uses seed ``seed * 100003 + k`` (same seed, same crystals)."""
+    from tessera.generators.inpainting import sample_with_motif
+    from tessera.generators.sampler import Sampler
+
+    sampler = Sampler(model=model, config=config)
+    batches = []
+    for k, start in enumerate(range(0, params.n, batch_size)):
+        n = min(batch_size, params.n - start)
+        try:
+            batches.append(sample_with_motif(sampler=sampler, constraint=constraint, n=n,
+                                             seed=params.seed * 100003 + k, n_atoms=params.atoms or None,
+                                             max_atoms=len(model.n_atoms_prior),
+                                             n_elements=params.n_elements or None))
+        except ValueError as exc:  # an atom budget or element count the motif cannot meet
+            raise InputError(f"motif: {exc}") from None
+    return batches
+
+
+def motif_exact_record(structure: Any, motif: MotifSpec, constraint: Any) -> dict[str, Any]:
+    """The constraint record of a sampled crystal: its motif and whether the detector finds it exactly."""
+    from tessera.tools.isolation import attempt
+    from tessera.tools.motif import detect_motif
+
+    match = attempt(detect_motif, structure, motif.lattice, motif.element, bond_length=constraint.bond_length)
+    found = bool(match.ok and match.value is not None and match.value.found)
+    reason = match.error if not match.ok else (match.value.reason if match.value is not None else None)
+    return {"motif": {**motif.model_dump(mode="json"), "bond_length": constraint.bond_length},
+            "motif_exact": found, "motif_exact_reason": reason or None}

@@ -108,3 +108,36 @@ def test_one_id_from_sample_to_store(tmp_path: Path) -> None:
     good, not_json, no_cif = read_candidates_file(tmp_path / "mixed" / "candidates.jsonl")
     assert good.error is None and good.id == sampled.candidates[0].id
     assert "not JSON" in (not_json.error or "") and "no CIF" in (no_cif.error or "")
+
+
+def test_motif_sampling_is_exact_and_retention_is_judged_on_the_relaxed_structure(tmp_path: Path) -> None:
+    """--lattice kagome --motif-element Mn from Python: every crystal ends with the exact net (recorded with
+    its id), and check_constraints judges retention on the relaxed structure: the clean net is retained, a
+    net with one Mn pushed 1.5 A out of its plane is not; an unrelaxed one is not judged."""
+    from tessera.generators.motifs import get_template
+    from tessera.tools.candidate import Candidate
+    from tessera.tools.evaluate import check_constraints
+    from tessera.tools.spec import parse_spec
+
+    spec = parse_spec({"chemistry": {"elements": ["Mn", "Sn"], "atoms": 6},
+                       "motif": {"lattice": "kagome", "element": "Mn"}, "budgets": {"samples": 3}, "seed": 2})
+    sampled = sample_crystals(SampleParams.from_spec(spec, out=tmp_path / "kagome", **FAST))
+    for cand in sampled.candidates:
+        record = cand.provenance["constraints"]
+        assert record["motif_exact"] and record["motif"]["lattice"] == "kagome"
+        assert cand.provenance["spec_hash"] == spec.spec_hash()
+
+    net = get_template("kagome").structure("Mn", c=5.0)
+    kept, collapsed, unrelaxed = (Candidate.from_structure(net, source=name) for name in ("kept", "collapsed", "unrelaxed"))
+    buckled = net.copy()
+    buckled.translate_sites([0], [0.0, 0.0, 0.3], frac_coords=True)  # one Mn 1.5 A out of the plane
+    collapsed.cif = buckled.to(fmt="cif")
+    for cand in (kept, collapsed, unrelaxed):
+        cand.provenance["constraints"] = {"motif": {"lattice": "kagome", "element": "Mn", "bond_length": None},
+                                          "motif_exact": True}
+    kept.relaxed = collapsed.relaxed = True
+    summary = check_constraints([kept, collapsed, unrelaxed])
+    assert summary is not None and (summary.n_constrained, summary.n_relaxed, summary.n_motif_retained) == (3, 2, 1)
+    assert kept.provenance["constraints"]["motif_retained"] is True
+    assert collapsed.provenance["constraints"]["motif_retained"] is False
+    assert unrelaxed.provenance["constraints"]["motif_retained"] is None
