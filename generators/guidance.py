@@ -122,8 +122,9 @@ def interval_distance(v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
 # -- geometry --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Pairs:
-    """Periodic pair distances: every ordered pair (src, dst) of a crystal (E pairs, self-pairs included)
-    against M image offsets. dist: (E, M) A (self at offset 0 set to +inf); edge_batch: (E,)."""
+    """Periodic neighbour pairs within a reach: P entries (atom src, atom dst of the same crystal, one
+    lattice translation), an atom and its own image at zero offset excluded. dist: (P,) A, differentiable;
+    src, dst, edge_batch: (P,) long."""
 
     src: torch.Tensor
     dst: torch.Tensor
@@ -140,11 +141,12 @@ def plane_spacings(lattice: torch.Tensor) -> torch.Tensor:
 
 
 def periodic_pairs(c: Crystals, reach: float) -> Pairs:
-    """All pair distances up to ``reach`` A (and more), differentiable in lattice and frac.
+    """Every pair within ``reach`` A under periodic boundaries, distances differentiable in lattice and frac.
 
     The fractional difference is wrapped to [-1/2, 1/2) (the wrap is a constant shift, so gradients pass),
     then shifted by every integer offset with |k_i| <= ceil(reach / h_i + 1/2) (h: plane spacings, batch
-    maximum, capped at MAX_IMAGES).
+    minimum, capped at MAX_IMAGES). The search runs without gradients; only the pairs found within reach
+    are recomputed with them, so autograd memory scales with the neighbours, not with pairs x images.
     """
     src, dst = full_edges(c.n_atoms)
     eb = c.batch[src]
@@ -153,16 +155,15 @@ def periodic_pairs(c: Crystals, reach: float) -> Pairs:
     with torch.no_grad():
         h = plane_spacings(c.lattice.detach()).amin(0) if c.lattice.shape[0] else torch.ones(3)
         r = torch.ceil(reach / h.clamp_min(1e-6) + 0.5).clamp(max=MAX_IMAGES).long().tolist()
-    ranges = [torch.arange(-k, k + 1, dtype=c.frac.dtype) for k in r]
-    offsets = torch.cartesian_prod(*ranges)  # (M, 3)
-    cart = torch.einsum("emk,ekl->eml", d.unsqueeze(1) + offsets, c.lattice[eb])  # (E, M, 3)
-    d2 = (cart**2).sum(-1)
-    self_pair = (src == dst).unsqueeze(1) & (offsets.abs().sum(-1) == 0).unsqueeze(0)
-    # where() before sqrt: the self term's gradient is cut, and coincident atoms get a finite one.
-    d2 = torch.where(self_pair, torch.full_like(d2, 1e12), d2)
-    dist = d2.clamp_min(1e-12).sqrt()
-    dist = torch.where(self_pair, torch.full_like(dist, float("inf")), dist)
-    return Pairs(src=src, dst=dst, edge_batch=eb, dist=dist)
+        offsets = torch.cartesian_prod(*[torch.arange(-k, k + 1, dtype=c.frac.dtype) for k in r])  # (M, 3)
+        cart = torch.einsum("emk,ekl->eml", d.detach().unsqueeze(1) + offsets, c.lattice.detach()[eb])
+        self_pair = (src == dst).unsqueeze(1) & (offsets.abs().sum(-1) == 0).unsqueeze(0)
+        keep = ((cart**2).sum(-1) <= reach**2) & ~self_pair
+        e, k = keep.nonzero(as_tuple=True)
+    vec = torch.einsum("pk,pkl->pl", d[e] + offsets[k], c.lattice[eb[e]])
+    # clamp before sqrt: coincident atoms get a finite (zero) gradient instead of NaN.
+    dist = (vec**2).sum(-1).clamp_min(1e-12).sqrt()
+    return Pairs(src=src[e], dst=dst[e], edge_batch=eb[e], dist=dist)
 
 
 def _indicator(probs: torch.Tensor, elements: Sequence[int]) -> torch.Tensor:
@@ -210,7 +211,7 @@ class Coordination:
     def per_atom(self, c: Crystals, pairs: Pairs | None = None) -> torch.Tensor:
         """(N,) soft count of neighbour atoms around each atom (whatever its own element)."""
         pairs = pairs if pairs is not None else periodic_pairs(c, self.cutoff + REACH_WIDTHS * self.softness)
-        s = torch.sigmoid((self.cutoff - pairs.dist) / self.softness).sum(-1)  # (E,)
+        s = torch.sigmoid((self.cutoff - pairs.dist) / self.softness)  # (P,)
         w = _indicator(c.type_probs, self.neighbour)[pairs.dst]
         return _per_crystal(s * w, pairs.src, c.frac.shape[0])
 
@@ -287,15 +288,14 @@ class MinDistance:
     d_min: float
 
     def value(self, c: Crystals) -> torch.Tensor:
-        """(B,) shortest periodic interatomic distance (inf for a one-atom cell whose cell is large)."""
+        """(B,) shortest periodic interatomic distance, or inf where none is below d_min."""
         pairs = periodic_pairs(c, self.d_min)
-        shortest = pairs.dist.amin(-1)
-        out = torch.full((c.n_atoms.shape[0],), float("inf"), dtype=shortest.dtype)
-        return out.scatter_reduce(0, pairs.edge_batch, shortest, reduce="amin")
+        out = torch.full((c.n_atoms.shape[0],), float("inf"), dtype=c.lattice.dtype)
+        return out.scatter_reduce(0, pairs.edge_batch, pairs.dist, reduce="amin")
 
     def loss(self, c: Crystals) -> torch.Tensor:
         pairs = periodic_pairs(c, self.d_min)
-        pen = (torch.relu(self.d_min - pairs.dist) ** 2).sum(-1)
+        pen = torch.relu(self.d_min - pairs.dist) ** 2
         return 0.5 * _per_crystal(pen, pairs.edge_batch, c.n_atoms.shape[0])
 
 

@@ -167,8 +167,10 @@ class GuidanceSettings:
     Tweedie relation x0 = x_t + sigma^2 score for F). 0 = off.
     recurrence: self-recurrence K; each guided reverse step t -> s is taken K times, re-noising x_s back
     to level t in between (lattice q(x_t | x_s), F x_s + sqrt(sigma_t^2 - sigma_s^2) z, continuous types
-    like the lattice; masked types return to their state before the step, so atoms are revealed once
-    per step, as without guidance). Steps without guidance are taken once.
+    like the lattice; masked types are revealed in the last repetition only, so atoms are revealed once
+    per step, as without guidance). Steps without guidance are taken once. Cost: about K network calls
+    per guided step, plus one backward pass through the network each with forward guidance (scale != 0);
+    backward guidance differentiates only the loss.
     fields: which fields guidance moves: "lattice", "frac", "types". Default lattice and F: with the
     masked type process, types follow the chemical system and the reveal clock.
     """
@@ -541,7 +543,11 @@ class Sampler:
                         state.lattice_code, x0.lattice_code, t_vec, s_vec, torch.randn((B, 6), generator=gen)
                     )
                     frac = m.frac_process.predictor_step(state.frac, score, t_atom, s_atom, torch.randn((N, 3), generator=gen))
-                    if budget is None:
+                    last = rep == repeats - 1
+                    if not last and not m.type_process.continuous:
+                        # Masked types return to their pre-step state before the repeat: skip the draw.
+                        types = state.types
+                    elif budget is None:
                         types = m.type_process.reverse_step(
                             state.types, x0.type_probs, self._type_clock(t_atom),
                             self._type_clock(s_atom), gen, force=resampled,

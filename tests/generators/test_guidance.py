@@ -142,7 +142,8 @@ def test_histogram_minimum_distance_and_targets_on_known_structures() -> None:
     w = CoordinationHistogram(center=(NA, ZN, CS), neighbour=(CL, S), cutoff=3.0, softness=0.02,
                               target_probs=(0, 0, 0, 0, 1, 0, 0, 0, 0), bin_width=0.3, metric="wasserstein").loss(c)
     assert w.tolist() == pytest.approx([2, 0, 4], abs=0.01)  # earth mover's distance in CN units
-    shortest = MinDistance(d_min=2.5).value(c)
+    shortest = MinDistance(d_min=4.0).value(c)
+    assert MinDistance(d_min=2.5).value(c)[0] == math.inf  # nothing in NaCl closer than 2.82 A
     assert shortest.tolist() == pytest.approx([5.64 / 2, 5.41 * math.sqrt(3) / 4, 4.12 * math.sqrt(3) / 2], abs=1e-6)
     pen = MinDistance(d_min=2.5).loss(c)
     # ZnS: each Zn has 4 S at 2.343 A, counted once per unordered pair: 4 * (2.5 - 2.343)^2.
@@ -260,6 +261,9 @@ def test_guidance_moves_volume_per_atom_toward_the_target(small_data: CrystalArr
     guided = sampler.sample(n_atoms=n, seed=2, guidance=guidance)
     err_plain, err_guided = ((_vpa(b) - target).abs().mean().item() for b in (plain, guided))
     assert err_guided < 0.5 * err_plain, (err_plain, err_guided)
+    # The term reports a finished batch's value the same way.
+    value = guidance.objective.value(Crystals.from_batch(guided, model.num_types))
+    assert torch.allclose(value.double(), _vpa(guided), rtol=1e-5)
 
 
 def test_recurrence_sees_hooks_every_repetition_and_yields_each_step_once(small_data: CrystalArrays) -> None:
@@ -285,27 +289,37 @@ def shipped():
         pytest.skip("no shipped checkpoint")
     start = time.process_time()
     model = load_weights(CHECKPOINT)
-    return model, time.process_time() - start
+    load_cpu = time.process_time() - start
+    # One thread: on a shared two-core machine two threads per small matmul mostly wait on each other.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield model, load_cpu
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
 def test_shipped_model_boron_guided_to_seven_cubic_angstrom_per_atom(shipped) -> None:
-    """Elemental boron, 8 crystals of 12 atoms, 40 reverse steps, the same seeds guided and unguided: the
-    mean distance of the volume per atom to 7.0 A^3 falls. The model loads in a few CPU seconds."""
+    """Elemental boron, 16 crystals with atom counts from the prior, 60 reverse steps, the same seeds guided
+    (backward guidance on the clean estimate, self-recurrence 2) and unguided: more crystals land within
+    +-0.5 A^3/atom of 7.0 and the mean distance to it falls. Unguided boron already sits near 7-8 A^3/atom
+    (measured at 100 steps: 6/16 within the window, mean distance 0.68; backward guidance 16/16, 0.23).
+    The model loads in a few CPU seconds (the score normalisation used to take ~20)."""
     model, load_cpu = shipped
-    assert load_cpu < 15.0, load_cpu
+    assert load_cpu < 10.0, load_cpu
     boron = model.vocab.index(5)
     mask = torch.zeros(model.num_types, dtype=torch.bool)
     mask[boron] = True
-    sampler = Sampler(model=model, config=SamplerConfig(num_steps=40))
-    n = torch.full((8,), 12)
-    ones = torch.ones(8, dtype=torch.long)
+    sampler = Sampler(model=model, config=SamplerConfig(num_steps=60))
+    n = sampler.draw_n_atoms(16, torch.Generator().manual_seed(1))
+    ones = torch.ones(16, dtype=torch.long)
     plain = sampler.sample(n_atoms=n, seed=0, type_mask=mask, n_elements=ones)
     guidance = UniversalGuidance(
         objective=VolumePerAtom(target=Target.point(7.0)),
-        settings=GuidanceSettings(scale=2.0, grad_norm="normalize", backward_steps=2, backward_lr=0.2, recurrence=2),
+        settings=GuidanceSettings(scale=0.0, grad_norm="normalize", backward_steps=3, backward_lr=0.2, recurrence=2),
     )
     guided = sampler.sample(n_atoms=n, seed=0, type_mask=mask, n_elements=ones, guidance=guidance)
     assert (guided.types == boron).all()
-    err_plain, err_guided = ((_vpa(b) - 7.0).abs().mean().item() for b in (plain, guided))
-    assert err_guided < 0.7 * err_plain, (err_plain, err_guided, _vpa(plain).tolist(), _vpa(guided).tolist())
+    dist_plain, dist_guided = ((_vpa(b) - 7.0).abs() for b in (plain, guided))
+    within = lambda d: int((d < 0.5).sum())  # noqa: E731
+    assert within(dist_guided) >= within(dist_plain) + 3, (_vpa(plain).tolist(), _vpa(guided).tolist())
+    assert dist_guided.mean() < 0.7 * dist_plain.mean()
