@@ -52,6 +52,8 @@ class Crystals:
     type_probs: torch.Tensor
     batch: torch.Tensor
     n_atoms: torch.Tensor
+    # Neighbour searches by reach (A), shared by the terms of one objective evaluated on this view.
+    pair_cache: dict[float, "Pairs"] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_estimate(cls, x0: CleanEstimate, state: NoisyCrystal) -> "Crystals":
@@ -146,24 +148,39 @@ def periodic_pairs(c: Crystals, reach: float) -> Pairs:
     The fractional difference is wrapped to [-1/2, 1/2) (the wrap is a constant shift, so gradients pass),
     then shifted by every integer offset with |k_i| <= ceil(reach / h_i + 1/2) (h: plane spacings, batch
     minimum, capped at MAX_IMAGES). The search runs without gradients; only the pairs found within reach
-    are recomputed with them, so autograd memory scales with the neighbours, not with pairs x images.
+    are recomputed with them, so autograd memory scales with the neighbours, not with pairs x images. A search
+    is kept on the view (``Crystals.pair_cache``) and serves every later term with a reach as short or shorter.
     """
+    for (r_cached, cached) in c.pair_cache.items():
+        if r_cached >= reach:
+            keep = cached.dist <= reach
+            return Pairs(src=cached.src[keep], dst=cached.dst[keep], edge_batch=cached.edge_batch[keep],
+                         dist=cached.dist[keep])
     src, dst = full_edges(c.n_atoms)
     eb = c.batch[src]
     d = c.frac[dst] - c.frac[src]
     d = d - torch.round(d).detach()
     with torch.no_grad():
-        h = plane_spacings(c.lattice.detach()).amin(0) if c.lattice.shape[0] else torch.ones(3)
+        lat = c.lattice.detach()
+        h = plane_spacings(lat).amin(0) if lat.shape[0] else torch.ones(3)
         r = torch.ceil(reach / h.clamp_min(1e-6) + 0.5).clamp(max=MAX_IMAGES).long().tolist()
         offsets = torch.cartesian_prod(*[torch.arange(-k, k + 1, dtype=c.frac.dtype) for k in r])  # (M, 3)
-        cart = torch.einsum("emk,ekl->eml", d.detach().unsqueeze(1) + offsets, c.lattice.detach()[eb])
+        # |(d + o) L|^2 = dGd + 2 dGo + oGo with the metric G = L L^T: one (E, 3) x (3, M) product per
+        # search instead of an (E, M, 3) Cartesian tensor.
+        gram = lat @ lat.transpose(-1, -2)
+        dg = torch.einsum("ek,ekl->el", d.detach(), gram[eb])
+        ogo = torch.einsum("mk,bkl,ml->bm", offsets, gram, offsets)
+        d2 = (dg * d.detach()).sum(-1, keepdim=True) + 2.0 * dg @ offsets.T + ogo[eb]
         self_pair = (src == dst).unsqueeze(1) & (offsets.abs().sum(-1) == 0).unsqueeze(0)
-        keep = ((cart**2).sum(-1) <= reach**2) & ~self_pair
+        # The margin absorbs the rounding of the expanded form; kept pairs are recomputed exactly below.
+        keep = (d2 <= reach**2 * (1 + 1e-4) + 1e-6) & ~self_pair
         e, k = keep.nonzero(as_tuple=True)
     vec = torch.einsum("pk,pkl->pl", d[e] + offsets[k], c.lattice[eb[e]])
     # clamp before sqrt: coincident atoms get a finite (zero) gradient instead of NaN.
     dist = (vec**2).sum(-1).clamp_min(1e-12).sqrt()
-    return Pairs(src=src[e], dst=dst[e], edge_batch=eb[e], dist=dist)
+    pairs = Pairs(src=src[e], dst=dst[e], edge_batch=eb[e], dist=dist)
+    c.pair_cache[reach] = pairs
+    return pairs
 
 
 def _indicator(probs: torch.Tensor, elements: Sequence[int]) -> torch.Tensor:
