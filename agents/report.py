@@ -110,10 +110,13 @@ def _funnel(cands: list[StoredCandidate]) -> str:
     for c in cands:
         if c.prescreen_failed_stage:
             stages[c.prescreen_failed_stage] = stages.get(c.prescreen_failed_stage, 0) + 1
-    labels = ["candidates", *[f"failed {s}" for s in stages], "relaxed", "E_hull known", "stable", "S.U.N."]
+    labels = ["candidates", *[f"failed {s}" for s in stages], "relaxed", "E_hull known", "stable", "E_hull <= 0",
+              "confirmed", "S.U.N.", "S.U.N. confirmed"]
     counts = [
         len(cands), *stages.values(), sum(bool(c.relaxed) for c in cands), sum(c.e_hull is not None for c in cands),
-        sum(bool(c.stable) for c in cands), sum(bool(c.stable and c.unique and c.novel) for c in cands),
+        sum(bool(c.stable) for c in cands), sum(bool(c.on_hull) for c in cands), sum(bool(c.confirmed) for c in cands),
+        sum(bool(c.stable and c.unique and c.novel) for c in cands),
+        sum(bool(c.confirmed and c.unique and c.novel) for c in cands),
     ]
     fig, ax = plt.subplots(figsize=(5.5, 0.35 * len(labels) + 0.8))
     ax.barh(labels[::-1], counts[::-1], color="#70ad47")
@@ -180,7 +183,13 @@ def render_run_report(
         ("with E_hull", len(ehull)),
         (f"stable (E_hull ≤ {STABLE_E_HULL} eV/atom)", sum(1 for x in ehull if x <= STABLE_E_HULL)),
         ("on or below the hull (E_hull ≤ 0)", sum(1 for x in ehull if x <= 0)),
+        ("second judge asked (SevenNet)", sum(c.confirmed is not None for c in candidates)),
+        ("confirmed (both judges within the threshold)", sum(bool(c.confirmed) for c in candidates)),
         ("stable, unique and novel (S.U.N.)", sum(bool(c.stable and c.unique and c.novel) for c in candidates)),
+        ("S.U.N. with prototype novelty (not an element substitution)",
+         sum(bool(c.stable and c.unique and c.novel_prototype) for c in candidates)),
+        ("S.U.N. confirmed", sum(bool(c.confirmed and c.unique and c.novel) for c in candidates)),
+        ("implausible compositions flagged", sum(c.plausible is False for c in candidates)),
         ("meet the design constraints", sum(bool(c.constraints_satisfied) for c in candidates)),
         ("approved / rejected / pending",
          " / ".join(str(sum(c.review_status == s for c in candidates)) for s in ("approved", "rejected", "pending"))),
@@ -200,7 +209,10 @@ def render_run_report(
         nums = [
             ("id", c.id), ("formula", c.formula), ("space group", f"{c.spacegroup or '–'} ({c.spacegroup_number or '–'})"),
             ("atoms", c.n_atoms), ("round", c.round), ("energy (eV/atom)", c.energy_per_atom),
-            ("E_hull (eV/atom)", c.e_hull), ("stable", c.stable), ("unique", c.unique), ("novel", c.novel),
+            ("E_hull (eV/atom)", c.e_hull), ("stable", c.stable), ("E_hull ≤ 0", c.on_hull),
+            ("E_hull, second judge (eV/atom)", c.e_hull_confirm), ("confirmed", c.confirmed),
+            ("unique", c.unique), ("novel", c.novel), ("prototype-novel", c.novel_prototype),
+            ("plausible composition", c.plausible),
             ("constraints met", c.constraints_satisfied), ("prescreen", "passed" if c.prescreen_passed else
              (f"failed at {c.prescreen_failed_stage}" if c.prescreen_failed_stage else "–")),
             ("relaxation converged", c.converged), ("error", c.error),

@@ -20,6 +20,7 @@ Run:  .venv/bin/python benchmarks/bench_judge.py [--n 300 --seed 0 --max-atoms 2
       [--out benchmarks/results/judge.json] [--report-only]
 Each structure's three relaxations are appended to --cache as one JSON line when done; a rerun resumes
 (structures already in the cache are skipped). --report-only computes the numbers from the cache as it is.
+A second process with --reverse on the same cache works from the other end (two cores, half the wall time).
 """
 
 from __future__ import annotations
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=RESULTS / "judge_relaxations.jsonl")
     ap.add_argument("--out", type=Path, default=RESULTS / "judge.json")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--reverse", action="store_true",
+                    help="work from the end of the slice: a second process on the same --cache meets the first")
     args = ap.parse_args(argv)
 
     hull = ReferenceHull.default()
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         relax_params = load_relax_params()
         sev = SevenNetRelaxer(params=relax_params, model=judge.sevennet_model)
         t0 = time.perf_counter()
-        for k, item in enumerate(items):
+        for k, item in (reversed(list(enumerate(items))) if args.reverse else enumerate(items)):
+            done.update(load_cache(args.cache))  # another process may share the cache
             if item["wbm_row"] in done:
                 continue
             rec = judge_one(item, hull, hull7, relax_params, sev)

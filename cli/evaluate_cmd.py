@@ -25,6 +25,8 @@ def evaluate_command(
     stable_threshold: Optional[float] = typer.Option(
         None, "--stable-threshold", help="E_hull ceiling for 'stable', eV/atom (default: MatterGen's 0.1)"),
     exclude_id: list[str] = typer.Option([], "--exclude-id", help="material id to leave out of hull and novelty pool"),
+    confirm: Optional[str] = typer.Option(
+        None, "--confirm", help="second judge for CHGNet's stable candidates: sevennet, or none (default: configs/judge.yaml)"),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Prescreen, relax (CHGNet), hull and analyze the given structures; write OUT/candidates.jsonl."""
@@ -33,6 +35,11 @@ def evaluate_command(
     from tessera.tools.prescreen import load_prescreen_params
     from tessera.tools.relax import load_relax_params
 
+    from tessera.tools.errors import InputError
+
+    if confirm is not None and confirm not in ("sevennet", "none"):
+        raise InputError(f"--confirm {confirm}: choose sevennet or none")
+    confirm_override = {} if confirm is None else {"confirm": None if confirm == "none" else confirm}
     relax_overrides = {k: v for k, v in {"fmax": fmax, "steps": steps, "max_seconds": max_seconds}.items() if v is not None}
     params = EvaluateFilesParams(
         paths=paths,
@@ -45,6 +52,7 @@ def evaluate_command(
             exclude_ids=list(exclude_id),
             workers=workers,
             address=address,
+            **confirm_override,
         ),
     )
     open_run = run_opener(store, no_store=no_store)

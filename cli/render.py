@@ -56,6 +56,8 @@ class EvaluationProgress:
             self.bar.advance(relax)
         elif step.stage == "hull":
             self.bar.advance(hull)
+        elif step.stage == "confirm":
+            self.bar.advance(self._task("confirm", "confirm (SevenNet)", None))
         elif step.stage == "analyze":
             self.bar.update(analyze, total=step.total)
             self.bar.advance(analyze)
@@ -67,16 +69,25 @@ def print_evaluation(result: "EvaluateFilesResult") -> None:
 
     summary = result.summary
     table = Table(title=f"tessera evaluate: {summary.n_inputs} inputs in {summary.seconds:.0f} s")
-    for col in ("source", "formula", "relaxed", "E_hull (eV/atom)", "stable", "novel", "spacegroup", "error"):
+    confirm = summary.params.confirm is not None
+    cols = ["source", "formula", "relaxed", "E_hull (eV/atom)", "stable"]
+    cols += ["E_hull 2nd judge", "confirmed"] if confirm else []
+    cols += ["novel", "proto-novel", "plausible", "spacegroup", "error"]
+    for col in cols:
         table.add_column(col, overflow="fold")
+    yes = {True: "yes", False: "no", None: ""}
     for c in result.candidates:
+        second = [f"{c.e_hull_confirm:.3f}" if c.e_hull_confirm is not None else "", yes[c.confirmed]] if confirm else []
         table.add_row(
             Path(c.source).name,
             c.formula or "",
             "yes" if c.relaxed else "no",
             f"{c.e_hull:.3f}" if c.e_hull is not None else "",
-            {True: "yes", False: "no", None: ""}[c.stable],
-            {True: "yes", False: "no", None: ""}[c.novel],
+            yes[c.stable],
+            *second,
+            yes[c.novel],
+            yes[c.novel_prototype],
+            yes[c.plausible],
             c.spacegroup or "",
             (c.error or "").replace(c.source + ": ", "").replace(c.source, Path(c.source).name),
         )
@@ -84,6 +95,11 @@ def print_evaluation(result: "EvaluateFilesResult") -> None:
     skipped = f"; {len(result.skipped)} files skipped as not structures" if result.skipped else ""
     out_console.print(
         f"stable {summary.n_stable}/{summary.n_inputs} (E_hull <= {summary.params.stable_threshold} eV/atom, CHGNet), "
-        f"S.U.N. {summary.n_sun}; written {result.candidates_path}"
+        f"<= 0: {summary.n_stable_le0}"
+        + (f", confirmed by SevenNet {summary.n_confirmed}" if confirm else "")
+        + f"; S.U.N. {summary.n_sun} (prototype-novel {summary.n_sun_prototype}"
+        + (f", confirmed {summary.n_sun_confirmed}" if confirm else "") + ")"
+        + (f"; {summary.n_implausible} implausible composition(s) flagged" if summary.n_implausible else "")
+        + f"; written {result.candidates_path}"
         + (f"; run {result.run_id}" if result.run_id else "") + skipped
     )

@@ -26,7 +26,8 @@ EXPORT_FORMATS: tuple[str, ...] = ("cif", "extxyz", "csv", "json", "vasp")
 _CSV_COLUMNS = [
     "id", "run_id", "round", "formula", "chemsys", "n_atoms", "spacegroup", "spacegroup_number",
     "prescreen_passed", "prescreen_failed_stage", "relaxed", "converged", "energy_per_atom", "e_hull", "stable",
-    "unique", "novel", "constraints_satisfied", "error", "checkpoint_hash", "spec_hash", "seed", "code_version",
+    "unique", "novel", "on_hull", "e_hull_confirm", "confirmed", "novel_prototype", "plausible",
+    "constraints_satisfied", "error", "checkpoint_hash", "spec_hash", "seed", "code_version",
     "content_hash", "review_status", "reviewer", "review_note", "reviewed_at", "recorded_at",
 ]
 

@@ -39,7 +39,7 @@ import pyarrow as pa  # noqa: E402
 
 from tessera.store.audit import AuditLog  # noqa: E402
 from tessera.store.filters import candidate_filter, sql_in, sql_str  # noqa: E402
-from tessera.store.schema import CANDIDATE_SCHEMA, RUN_SCHEMA  # noqa: E402
+from tessera.store.schema import ADDED_COLUMNS, CANDIDATE_SCHEMA, RUN_SCHEMA  # noqa: E402
 from tessera.store.settings import StoreSettings, resolve_store_location  # noqa: E402
 from tessera.tools.errors import InputError, StoreError  # noqa: E402
 from tessera.tools.fingerprint import FINGERPRINT_DIM, FINGERPRINT_VERSION  # noqa: E402
@@ -144,6 +144,15 @@ def open_table(db: Any, name: str, schema: pa.Schema, *, display: str, exists: b
                 continue
             raise StoreError(f"store {display} is corrupt: table '{name}' cannot be read ({first_line(exc)})") from exc
         missing = [f.name for f in schema if f.name not in got.names]
+        if missing and set(missing) <= ADDED_COLUMNS:
+            # An older store: add the newer nullable columns (a schema-only commit; rows read them as null).
+            try:
+                table.add_columns([schema.field(name) for name in missing])
+            except (OSError, RuntimeError, ValueError) as exc:
+                if not is_conflict(exc) and "already exists" not in str(exc).lower():
+                    raise StoreError(f"store {display}: cannot add columns {missing} ({first_line(exc)})") from exc
+            table = db.open_table(name)  # another process may have added them first: read the schema again
+            missing = [f.name for f in schema if f.name not in table.schema.names]
         if missing:
             raise StoreError(f"store {display}: table '{name}' lacks columns {missing[:5]} (foreign or older store)")
         return table

@@ -30,6 +30,7 @@ from tessera.store.audit import canonical_json, sha256_hex, to_jsonable
 from tessera.tools.candidate import Candidate
 from tessera.tools.errors import InputError
 from tessera.tools.fingerprint import FINGERPRINT_DIM, structure_fingerprint
+from tessera.tools.measures import is_on_hull
 
 ReviewStatus = Literal["pending", "approved", "rejected"]
 REVIEW_STATUSES: tuple[str, ...] = ("pending", "approved", "rejected")
@@ -68,6 +69,12 @@ CANDIDATE_SCHEMA = pa.schema(
         pa.field("unique", pa.bool_()),
         pa.field("novel", pa.bool_()),
         pa.field("matched_id", pa.string()),
+        # Stability levels and novelty levels (issue 16); added to older stores on open (ADDED_COLUMNS).
+        pa.field("on_hull", pa.bool_()),
+        pa.field("e_hull_confirm", pa.float64()),
+        pa.field("confirmed", pa.bool_()),
+        pa.field("novel_prototype", pa.bool_()),
+        pa.field("plausible", pa.bool_()),
         pa.field("constraints_satisfied", pa.bool_()),
         pa.field("constraints_json", pa.string()),
         pa.field("error", pa.string()),
@@ -86,6 +93,10 @@ CANDIDATE_SCHEMA = pa.schema(
         pa.field("reviewed_at", _TS),
     ]
 )
+
+ADDED_COLUMNS: frozenset[str] = frozenset({"on_hull", "e_hull_confirm", "confirmed", "novel_prototype", "plausible"})
+"""Nullable columns newer than the first stores: opening an older store adds them (all null), nothing else
+changes; the full records in ``candidate_json`` already hold the values when they were known."""
 
 RUN_SCHEMA = pa.schema(
     [
@@ -139,6 +150,11 @@ class StoredCandidate(BaseModel):
     stable: bool | None = None
     unique: bool | None = None
     novel: bool | None = None
+    on_hull: bool | None = None
+    e_hull_confirm: float | None = None
+    confirmed: bool | None = None
+    novel_prototype: bool | None = None
+    plausible: bool | None = None
     constraints_satisfied: bool | None = None
     error: str | None = None
     checkpoint_hash: str | None = None
@@ -319,6 +335,11 @@ def candidate_row(
         "unique": c.unique,
         "novel": c.novel,
         "matched_id": c.matched_id,
+        "on_hull": None if c.e_hull is None else is_on_hull(c.e_hull),
+        "e_hull_confirm": c.e_hull_confirm,
+        "confirmed": c.confirmed,
+        "novel_prototype": c.novel_prototype,
+        "plausible": c.plausible,
         "constraints_satisfied": _opt_bool(satisfied),
         "constraints_json": canonical_json(to_jsonable(constraints)) if constraints is not None else None,
         "error": c.error,
