@@ -103,3 +103,10 @@ def print_evaluation(result: "EvaluateFilesResult") -> None:
         + f"; written {result.candidates_path}"
         + (f"; run {result.run_id}" if result.run_id else "") + skipped
     )
+    if result.constraints is not None:
+        cs = result.constraints
+        out_console.print(
+            f"motif: exact at the end of sampling {cs.n_motif_exact}/{cs.n_constrained}, retained after relaxation "
+            f"{cs.n_motif_retained}/{cs.n_relaxed} relaxed; S.U.N.-C {cs.n_sun_c} (stable, unique, novel, motif kept)",
+            highlight=False,
+        )
