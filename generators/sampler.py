@@ -653,12 +653,14 @@ def sample_many(
     n_atoms: int | None = None,
     allowed_types: Sequence[int] | None = None,
     n_elements: int | None = None,
+    guidance: Guidance | None = None,
 ) -> list[CrystalBatch]:
     """Sample ``n`` crystals in batches; deterministic for (seed, n, batch_size, options).
 
     n_atoms: fixed atom count, or None to draw counts from the training prior. allowed_types:
     vocabulary indices the types are restricted to (None: all). n_elements: distinct elements per
     crystal (capped by its atoms and the allowed types), or None to draw it from the data's statistics.
+    guidance: applied to every batch (``Guidance``; None: unguided, the same crystals as before it existed).
     An asked-for count is exact with masked types (element_budget is switched on; a conditioned network
     also knows it, so it picks elements that fit the count); a continuous-type model must be conditioned
     on it and then follows it as well as it learned to. Returns one CrystalBatch per batch.
@@ -686,5 +688,6 @@ def sample_many(
     for k, start in enumerate(range(0, n, batch_size)):
         batch_counts = counts[start : start + batch_size]
         fixed = None if n_elements is None else torch.full_like(batch_counts, int(n_elements))
-        out.append(sampler.sample(n_atoms=batch_counts, seed=int(seed) * 100_003 + k, type_mask=mask, n_elements=fixed))
+        out.append(sampler.sample(n_atoms=batch_counts, seed=int(seed) * 100_003 + k, type_mask=mask, n_elements=fixed,
+                                  guidance=guidance))
     return out

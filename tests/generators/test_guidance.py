@@ -26,7 +26,7 @@ from tessera.generators.guidance import (
     interval_distance,
 )
 from tessera.generators.model import load_weights
-from tessera.generators.sampler import GuidanceSettings, Sampler, SamplerConfig
+from tessera.generators.sampler import GuidanceSettings, Sampler, SamplerConfig, sample_many
 from tessera.generators.training import CrystalArrays
 
 from tests.generators.conftest import tiny_model
@@ -216,6 +216,9 @@ def test_no_guidance_leaves_samples_bit_identical(small_data: CrystalArrays) -> 
         other = Sampler(model=model, config=SamplerConfig(num_steps=12)).sample(n_atoms=n, seed=4, guidance=guidance)
         assert torch.equal(plain.lattice, other.lattice) and torch.equal(plain.frac, other.frac)
         assert torch.equal(plain.types, other.types)
+    cfg = SamplerConfig(num_steps=8)
+    runs = [sample_many(model=model, config=cfg, n=4, seed=1, batch_size=2, guidance=g) for g in (None, off)]
+    assert all(torch.equal(a.frac, b.frac) and torch.equal(a.lattice, b.lattice) for a, b in zip(*runs))
 
 
 def test_schedule_weights() -> None:
