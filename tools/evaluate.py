@@ -467,34 +467,41 @@ def evaluate(
 
 
 class ConstraintSummary(BaseModel):
-    """How many candidates kept the motif they were sampled with, and S.U.N.-C (S.U.N. that meets the spec)."""
+    """How many candidates met the spec they were sampled under, and S.U.N.-C (S.U.N. that meets it)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    n_constrained: int = Field(description="candidates sampled under a motif")
-    n_motif_exact: int = Field(description="the detector finds the motif at the end of sampling")
+    n_constrained: int = Field(description="candidates sampled under a motif or guidance terms")
+    n_motif_exact: int = Field(0, description="the detector finds the motif at the end of sampling")
     n_relaxed: int = Field(description="constrained candidates that were relaxed")
-    n_motif_retained: int = Field(description="relaxed, and the detector still finds the motif")
-    n_sun_c: int = Field(description="stable, unique, novel, motif exact and retained")
+    n_motif_retained: int = Field(0, description="relaxed, and the detector still finds the motif")
+    n_guidance_met: int = Field(0, description="every guidance term within its tolerance at the end of sampling")
+    n_sun_c: int = Field(description="stable, unique, novel and meeting the spec (motif exact and retained, "
+                                     "guidance targets met)")
 
 
 def check_constraints(candidates: Sequence[Candidate]) -> ConstraintSummary | None:
-    """Detect each constrained candidate's motif in its relaxed structure (``motif_retained``) and set
-    ``constraints_satisfied`` (exact before relaxation and retained after). None when no candidate carries a
-    motif. Unrelaxed candidates keep ``motif_retained`` = None: not judged, not failed."""
+    """Judge each constrained candidate against its spec: a motif is detected again in the relaxed structure
+    (``motif_retained``); ``constraints_satisfied`` = motif exact and retained (if there is a motif) and every
+    guidance term met at the end of sampling (if there are terms). None when no candidate carries a
+    constraint. Unrelaxed motif candidates keep ``motif_retained`` = None: not judged, not failed."""
     from tessera.tools.isolation import attempt
     from tessera.tools.motif import detect_motif
 
     constrained = [c for c in candidates if isinstance(c.provenance.get("constraints"), dict)
-                   and c.provenance["constraints"].get("motif")]
+                   and c.provenance["constraints"]]
     if not constrained:
         return None
     for c in constrained:
         record = c.provenance["constraints"]
-        motif = record["motif"]
+        guidance_ok = record.get("guidance_met", True)
+        motif = record.get("motif")
+        if not motif:
+            c.provenance["constraints_satisfied"] = bool(guidance_ok)
+            continue
         if not c.relaxed or c.cif is None:
             record["motif_retained"] = None
-            c.provenance["constraints_satisfied"] = False if not record.get("motif_exact") else None
+            c.provenance["constraints_satisfied"] = False if not (record.get("motif_exact") and guidance_ok) else None
             continue
         match = attempt(lambda: detect_motif(c.structure(), motif["lattice"], motif["element"],
                                              bond_length=motif.get("bond_length")))
@@ -503,13 +510,15 @@ def check_constraints(candidates: Sequence[Candidate]) -> ConstraintSummary | No
             record["motif_retained_reason"] = match.error
         elif match.value is not None and match.value.reason:
             record["motif_retained_reason"] = match.value.reason
-        c.provenance["constraints_satisfied"] = bool(record.get("motif_exact")) and record["motif_retained"]
+        c.provenance["constraints_satisfied"] = (bool(record.get("motif_exact")) and record["motif_retained"]
+                                                 and bool(guidance_ok))
     ok = [c for c in constrained if c.provenance.get("constraints_satisfied")]
     return ConstraintSummary(
         n_constrained=len(constrained),
         n_motif_exact=sum(bool(c.provenance["constraints"].get("motif_exact")) for c in constrained),
         n_relaxed=sum(c.relaxed for c in constrained),
         n_motif_retained=sum(bool(c.provenance["constraints"].get("motif_retained")) for c in constrained),
+        n_guidance_met=sum(bool(c.provenance["constraints"].get("guidance_met")) for c in constrained),
         n_sun_c=sum(bool(c.stable and c.unique and c.novel) for c in ok),
     )
 

@@ -22,7 +22,7 @@ from tessera.tools.candidate import Candidate
 from tessera.tools.errors import InputError
 from tessera.tools.paths import CONFIG_DIR, DATA_DIR, repo_relative
 from tessera.tools.runlog import RunOpener
-from tessera.tools.spec import DesignSpec, MotifSpec
+from tessera.tools.spec import DesignSpec, GuidanceOptions, GuidanceTerm, MotifSpec, default_guidance_options
 
 SHIPPED_CHECKPOINT: Path = DATA_DIR / "checkpoints" / "generator.pt"
 SAMPLER_CONFIG: Path = CONFIG_DIR / "sampler.yaml"
@@ -45,19 +45,16 @@ class SampleParams(BaseModel):
     settings: list[str] = Field(default_factory=list, description="KEY=VALUE overrides of the sampler YAML")
     threads: int = Field(2, ge=1, description="torch CPU threads")
     motif: MotifSpec | None = Field(None, description="a lattice motif inpainted at every reverse step (SCIGEN)")
+    guidance: list[GuidanceTerm] = Field(default_factory=list, description="universal-guidance terms")
+    guidance_options: GuidanceOptions | None = Field(None, description="None: configs/guidance.yaml")
     spec_hash: str | None = Field(None, description="the DesignSpec these settings came from, if any")
 
     @classmethod
     def from_spec(cls, spec: DesignSpec, *, out: Path, **options: Any) -> "SampleParams":
-        """Sampling settings of a DesignSpec (``options``: checkpoint, steps, sampler settings, threads).
-
-        Guidance terms are refused until the guided sampler is wired to specs (one clear line, not ignored).
-        """
-        if spec.guidance:
-            raise InputError("spec: guidance terms are not yet wired into tessera sample; remove 'guidance' "
-                             "to sample with the chemistry and motif alone")
+        """Sampling settings of a DesignSpec (``options``: checkpoint, steps, sampler settings, threads)."""
         return cls(out=out, n=spec.budgets.samples, seed=spec.seed, atoms=spec.chemistry.atoms,
                    elements=list(spec.chemistry.elements), n_elements=spec.chemistry.n_elements, motif=spec.motif,
+                   guidance=list(spec.guidance), guidance_options=spec.guidance_options,
                    spec_hash=spec.spec_hash(), **options)
 
 
@@ -173,12 +170,18 @@ def sample_crystals(
     if params.atoms > len(model.n_atoms_prior):
         warn(f"{params.atoms} atoms is beyond the training range (<= {len(model.n_atoms_prior)})")
     constraint = motif_constraint(params, model) if params.motif is not None else None
+    from tessera.tools.steering import build_guidance, guidance_record
+
+    guidance = build_guidance(params.guidance, params.guidance_options or default_guidance_options(), model.vocab)
 
     ckpt_name = repo_relative(checkpoint)
     elements_text = ",".join(params.elements) or None
     sampler_settings = dict(config.__dict__)
     run_params = {"n": params.n, "atoms": params.atoms or None, "elements": elements_text,
                   "motif": params.motif.model_dump(mode="json") if params.motif is not None else None,
+                  "guidance": [t.model_dump(mode="json") for t in params.guidance] or None,
+                  "guidance_options": (params.guidance_options or default_guidance_options()).model_dump(mode="json")
+                  if params.guidance else None,
                   "spec_hash": params.spec_hash,
                   "n_elements": params.n_elements or None, "seed": params.seed, "checkpoint": ckpt_name,
                   "batch_size": batch_size, "sampler": sampler_settings, "out": str(params.out)}
@@ -191,20 +194,26 @@ def sample_crystals(
         if constraint is None:
             batches = sample_many(model=model, config=config, n=params.n, seed=params.seed, batch_size=batch_size,
                                   n_atoms=params.atoms or None, allowed_types=allowed,
-                                  n_elements=params.n_elements or None)
+                                  n_elements=params.n_elements or None, guidance=guidance)
         else:
-            batches = _sample_motif_batches(model, config, constraint, params, batch_size)
+            batches = _sample_motif_batches(model, config, constraint, params, batch_size, guidance)
         seconds = time.perf_counter() - t0
         params.out.mkdir(parents=True, exist_ok=True)
         structures = [s for batch in batches for s in to_structures(batch, model.vocab)]
+        term_records = ([r for batch in batches for r in guidance_record(params.guidance, batch, model.vocab)]
+                        if params.guidance else [])
         lineage = {"checkpoint": ckpt_name, "checkpoint_hash": checkpoint_hash, "sample_run": sample_run,
                    "spec_hash": params.spec_hash}
         candidates = []
         for i, s in enumerate(structures):
             provenance = {"seed": params.seed, "index": i, **lineage}
-            if params.motif is not None:
-                provenance["constraints"] = motif_exact_record(s, params.motif, constraint)
-                provenance["constraints_satisfied"] = provenance["constraints"]["motif_exact"]
+            if params.motif is not None or params.guidance:
+                record = motif_exact_record(s, params.motif, constraint) if params.motif is not None else {}
+                if params.guidance:
+                    record["guidance"] = term_records[i]
+                    record["guidance_met"] = all(t["met"] for t in term_records[i])
+                provenance["constraints"] = record
+                provenance["constraints_satisfied"] = record.get("motif_exact", True) and record.get("guidance_met", True)
             candidates.append(Candidate.from_structure(s, id=f"gen-s{params.seed}-{i:05d}", source=f"sample:{ckpt_name}",
                                                        provenance=provenance))
         cif_paths = [params.out / f"{c.id}.cif" for c in candidates]
@@ -216,7 +225,7 @@ def sample_crystals(
                     "index": i, **lineage, "volume_per_atom": s.volume / len(s),
                     "elements_allowed": elements_text, "n_elements_asked": params.n_elements or None,
                     "sampler": sampler_settings,
-                    **({"constraints": c.provenance["constraints"]} if params.motif is not None else {}),
+                    **({"constraints": c.provenance["constraints"]} if "constraints" in c.provenance else {}),
                 }) + "\n")
         result = SampleResult(params=params, candidates=candidates, cif_paths=cif_paths, seconds=seconds,
                               checkpoint=ckpt_name, batch_size=batch_size, sampler=sampler_settings,
@@ -263,7 +272,8 @@ def motif_constraint(params: SampleParams, model: Any) -> Any:
     return constraint
 
 
-def _sample_motif_batches(model: Any, config: Any, constraint: Any, params: SampleParams, batch_size: int) -> list:
+def _sample_motif_batches(model: Any, config: Any, constraint: Any, params: SampleParams, batch_size: int,
+                          guidance: Any = None) -> list:
     """Motif-constrained crystals in batches; batch k uses seed ``seed * 100003 + k`` (same seed, same crystals)."""
     from tessera.generators.inpainting import sample_with_motif
     from tessera.generators.sampler import Sampler
@@ -276,7 +286,7 @@ def _sample_motif_batches(model: Any, config: Any, constraint: Any, params: Samp
             batches.append(sample_with_motif(sampler=sampler, constraint=constraint, n=n,
                                              seed=params.seed * 100003 + k, n_atoms=params.atoms or None,
                                              max_atoms=len(model.n_atoms_prior),
-                                             n_elements=params.n_elements or None))
+                                             n_elements=params.n_elements or None, guidance=guidance))
         except ValueError as exc:  # an atom budget or element count the motif cannot meet
             raise InputError(f"motif: {exc}") from None
     return batches

@@ -141,3 +141,30 @@ def test_motif_sampling_is_exact_and_retention_is_judged_on_the_relaxed_structur
     assert kept.provenance["constraints"]["motif_retained"] is True
     assert collapsed.provenance["constraints"]["motif_retained"] is False
     assert unrelaxed.provenance["constraints"]["motif_retained"] is None
+
+
+def test_guided_sampling_records_each_term_value_consistent_with_the_structure(tmp_path: Path) -> None:
+    """A spec's guidance term is applied and recorded per crystal: the recorded volume per atom is the
+    written structure's (A^3/atom), and 'met' agrees with the target and tolerance."""
+    from tessera.tools.spec import parse_spec
+
+    spec = parse_spec({"chemistry": {"elements": ["B"], "n_elements": 1},
+                       "guidance": [{"kind": "volume_per_atom", "target": 7.0, "tolerance": 0.5}],
+                       "guidance_options": {"backward_steps": 2, "recurrence": 1},
+                       "budgets": {"samples": 3}, "seed": 1})
+    sampled = sample_crystals(SampleParams.from_spec(spec, out=tmp_path / "boron", **FAST))
+    for cand, path in zip(sampled.candidates, sampled.cif_paths):
+        (term,) = cand.provenance["constraints"]["guidance"]
+        s = Structure.from_file(path)
+        assert term["value"] == pytest.approx(s.volume / len(s), rel=1e-4)
+        assert term["met"] == (abs(term["value"] - 7.0) <= 0.5)
+        assert cand.provenance["constraints_satisfied"] == term["met"]
+
+
+def test_bad_guidance_terms_are_one_line() -> None:
+    from tessera.tools.spec import parse_spec
+
+    with pytest.raises(InputError, match="cutoff"):
+        parse_spec({"guidance": [{"kind": "coordination", "elements": ["Co", "O"], "target": 4}]})
+    with pytest.raises(InputError, match="Xq"):
+        parse_spec({"guidance": [{"kind": "coordination", "elements": ["Co", "Xq"], "cutoff": 2.6, "target": 4}]})
