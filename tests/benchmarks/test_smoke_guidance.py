@@ -1,0 +1,26 @@
+"""benchmarks/bench_guidance.py runs on a tiny setting and writes its numbers (never into benchmarks/results)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bench_guidance_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "guidance.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/bench_guidance.py", "--cases", "boron,licoo_cn4", "--n", "2", "--steps", "5",
+         "--work", str(tmp_path / "work"), "--out", str(out)],
+        cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for case in ("boron", "licoo_cn4"):
+        got = result["cases"][case]
+        assert got["guided"]["n"] == got["unguided"]["n"] == 2
+        assert 0 <= got["z_test"]["k_guided"] <= 2 and got["time_ratio_guided_over_unguided"] > 0
