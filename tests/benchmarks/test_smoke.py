@@ -185,3 +185,24 @@ def test_bench_reveal_clock(tmp_path: Path) -> None:
     [row] = result["results"]
     assert row["type_reveal_power"] == 1.0 and row["n"] == 2
     assert {"wdist_density_all", "wdist_n_elements_all", "wdist_density_set_mean"} <= set(row)
+
+
+@pytest.mark.slow
+def test_bench_motifs(tmp_path: Path) -> None:
+    """One case (kagome-Mn), two crystals per arm, 5 sampler steps, serial CHGNet: both arms go through the
+    pipeline, the baseline twins ours crystal by crystal, and the result and plot are written."""
+    out = tmp_path / "motifs.json"
+    proc = run_benchmark("bench_motifs", "--cases", "kagome-Mn", "--n", 2, "--steps", 5, "--workers", 0,
+                         "--work", tmp_path / "work", "--out", out)
+    result = read_json(out)
+    assert {"what", "command", "params", "baseline_rule", "cpu_time", "complete", "results", "when"} <= set(result)
+    assert result["complete"] is True and "--cases kagome-Mn" in result["command"]
+    [case] = result["results"]
+    assert case["case"] == "kagome-Mn" and {"ours", "baseline", "sun_c_test", "yield_ratio"} <= set(case)
+    for arm in ("ours", "baseline"):
+        m = case[arm]
+        assert m["n"] == 2 and m["cpu_seconds"] > 0
+        assert {"n_motif_exact", "n_relaxed", "n_motif_retained", "n_stable", "n_stable_le0", "n_sun", "n_sun_c",
+                "sun_c_per_cpu_hour"} <= set(m)
+    assert case["baseline"]["n_motif_exact"] == 2  # the hand-placed net is the exact template
+    assert (tmp_path / "motifs.png").exists() and "kagome-Mn" in proc.stdout
