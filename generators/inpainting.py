@@ -168,6 +168,12 @@ def motif_n_atoms_prior(prior: Sequence[float], *, num_motif_atoms: int, min_fre
     return (p[:hi] / p.sum()).tolist()
 
 
+MIN_VOLUME_PER_ATOM_FIXED_CELL: float = 9.0
+"""A^3/atom: the densest crystals of the training pool sit near 6-10 A^3/atom (metals and light-element
+compounds); more atoms than volume / 9 in a cell fixed by a 3D net (pyrochlore: about 93 A^3 for Mn) would be
+overlapping atoms, not a crystal, so the N prior stops there."""
+
+
 class MotifInpainting:
     """The StepHook (``hook(state, info) -> state``) holding the first k atoms of every crystal to the
     template, plus the pieces a run needs (N prior, type mask, start state). See the module docstring."""
@@ -189,8 +195,22 @@ class MotifInpainting:
 
     # -- pieces of a run ---------------------------------------------------------------------------------
     def n_atoms_prior(self, max_atoms: int | None = None) -> list[float]:
+        """The training prior over N restricted to room for the motif and its free atoms; a 3D net fixes the
+        whole cell, so N is also capped by that cell's volume (see ``max_atoms_for_fixed_cell``)."""
+        cap = self.max_atoms_for_fixed_cell()
+        if cap is not None:
+            max_atoms = cap if max_atoms is None else min(max_atoms, cap)
         return motif_n_atoms_prior(self.model.n_atoms_prior, num_motif_atoms=self.k,
                                    min_free_atoms=self.constraint.min_free_atoms, max_atoms=max_atoms)
+
+    def max_atoms_for_fixed_cell(self) -> int | None:
+        """For a 3D net (the template sets every cell vector): the most atoms its cell holds at
+        ``MIN_VOLUME_PER_ATOM_FIXED_CELL``; None for a 2D net (c is free, the cell grows with N)."""
+        t = self.constraint.template
+        if t.dims != 3:
+            return None
+        volume = abs(float(np.linalg.det(t.lattice_matrix(self.constraint.bond_length))))
+        return max(self.k, int(volume // MIN_VOLUME_PER_ATOM_FIXED_CELL))
 
     def draw_n_atoms(self, n: int, generator: torch.Generator, max_atoms: int | None = None) -> torch.Tensor:
         """(n,) atom counts from ``n_atoms_prior``."""

@@ -205,3 +205,17 @@ def test_shipped_model_samples_kagome_mn_nets_the_detector_confirms(shipped_mode
         others = {sp.symbol for sp in s.species} - {"Mn"}
         assert len(others) == 1 and others <= {"Sn", "Ge", "Ga", "In", "Al", "Si"}
         assert s.volume / len(s) > 5.0  # the projection kept a physical density
+
+
+def test_a_fixed_3d_cell_caps_the_atom_count_by_its_volume(shipped_model) -> None:
+    """Pyrochlore fixes the whole cell (about 93 A^3 for Mn): the N prior never asks for more atoms than
+    volume / MIN_VOLUME_PER_ATOM_FIXED_CELL (20 atoms would be 4.6 A^3/atom: overlapping atoms); a 2D net,
+    whose c grows with N, keeps the full prior."""
+    from tessera.generators.inpainting import MIN_VOLUME_PER_ATOM_FIXED_CELL
+
+    pyro = MotifInpainting(model=shipped_model, constraint=MotifConstraint.build(lattice="pyrochlore", element="Mn"))
+    volume = abs(np.linalg.det(pyro.constraint.template.lattice_matrix(pyro.constraint.bond_length)))
+    counts = pyro.draw_n_atoms(200, torch.Generator().manual_seed(0), max_atoms=20)
+    assert int(counts.max()) <= volume / MIN_VOLUME_PER_ATOM_FIXED_CELL and int(counts.min()) >= 5
+    kagome = MotifInpainting(model=shipped_model, constraint=MotifConstraint.build(lattice="kagome", element="Mn"))
+    assert kagome.max_atoms_for_fixed_cell() is None and len(kagome.n_atoms_prior(20)) == 20
