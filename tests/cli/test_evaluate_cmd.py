@@ -104,7 +104,7 @@ def test_rerun_reuses_journalled_relaxations(evaluated: tuple[subprocess.Complet
 def test_missing_path_is_one_clear_line(tmp_path: Path) -> None:
     proc = run_cli("evaluate", str(tmp_path / "nope"), "--no-store", "--json", cwd=tmp_path)
     assert proc.returncode != 0
-    assert proc.stdout == ""
+    assert "no such file or folder" in json.loads(proc.stdout)["error"]  # --json: the error as JSON on stdout
     assert "no such file or folder" in proc.stderr
     assert "Traceback" not in proc.stderr
 
