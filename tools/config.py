@@ -20,13 +20,15 @@ from tessera.tools.paths import CONFIG_DIR
 M = TypeVar("M", bound=BaseModel)
 
 
-def _describe(exc: ValidationError) -> str:
-    """The first validation problem as a short phrase: ``unknown key 'fmx'`` or ``steps: <pydantic's message>``."""
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first validation problem as a short phrase: ``unknown key 'fmx'`` or ``steps: <pydantic's message>``
+    (a validator's own message is kept as written, without pydantic's "Value error, " prefix)."""
     err = exc.errors()[0]
     where = ".".join(str(part) for part in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
-    return f"{where}: {err['msg']}" if where else err["msg"]
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {msg}" if where and not msg.startswith(where) else msg
 
 
 def load_config(model: type[M], name: str, path: str | Path | None = None, *, config_dir: Path = CONFIG_DIR) -> M:
@@ -67,4 +69,4 @@ def load_config(model: type[M], name: str, path: str | Path | None = None, *, co
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InputError(f"{p}: invalid {name} config ({_describe(exc)})") from exc
+        raise InputError(f"{p}: invalid {name} config ({describe_validation_error(exc)})") from exc

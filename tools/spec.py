@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tessera.tools.config import describe_validation_error
 from tessera.tools.errors import InputError
 from tessera.tools.measures import STABLE_E_HULL
 
@@ -202,13 +203,6 @@ class DesignSpec(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
-    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    return f"{where}: {msg}" if where and not msg.startswith(where) else msg
-
-
 def parse_spec(data: Any, *, source: str = "spec") -> DesignSpec:
     """A DesignSpec from a decoded JSON object; one InputError line naming the first problem."""
     if not isinstance(data, dict):
@@ -216,7 +210,7 @@ def parse_spec(data: Any, *, source: str = "spec") -> DesignSpec:
     try:
         return DesignSpec.model_validate(data)
     except ValidationError as exc:
-        raise InputError(f"{source}: {_first_error(exc)}") from None
+        raise InputError(f"{source}: {describe_validation_error(exc)}") from None
 
 
 def load_spec(path: Path) -> DesignSpec:
