@@ -8,12 +8,12 @@ cannot do its job prints one clear line on stderr and exits non-zero.
 from __future__ import annotations
 
 from tessera.cli import demo_cmd, evaluate_cmd, generator_cmds, store_cmds  # noqa: F401 - each registers its commands
-from tessera.cli.common import app, run_app
+from tessera.cli.common import app
 
 
 def main() -> None:
-    """Console-script entry point."""
-    run_app()
+    """Console-script entry point (failures become one line inside the app: see common.OneLineErrors)."""
+    app()
 
 
 __all__ = ["app", "main"]

@@ -132,8 +132,3 @@ def progress(*, transient: bool = False) -> Progress:
         console=err_console,
         transient=transient,
     )
-
-
-def run_app() -> None:
-    """Run the app (errors become one line inside it: see :class:`OneLineErrors`)."""
-    app()

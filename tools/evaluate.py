@@ -30,6 +30,7 @@ from tessera.tools.candidate import Candidate, RelaxOutcome, StageOutcome
 from tessera.tools.errors import InputError
 from tessera.tools.isolation import attempt
 from tessera.tools.io import ReadResult, read_structures
+from tessera.tools.lineage import split_candidate_files
 from tessera.tools.config import load_config
 from tessera.tools.energy_scale import Scheme
 from tessera.tools.measures import STABLE_E_HULL, is_confirmed, is_on_hull
@@ -608,8 +609,6 @@ def evaluate_files(
     if missing:
         raise InputError(f"no such file or folder: {', '.join(missing)}")
     out = _output_folder(params.out)
-    from tessera.tools.lineage import split_candidate_files
-
     # A sample's candidates.jsonl (or its folder) is read as records, keeping each crystal's id and lineage.
     from_records, structure_paths = split_candidate_files(params.paths)
     read = read_structures(structure_paths) if structure_paths else ReadResult()

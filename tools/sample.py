@@ -249,7 +249,6 @@ def motif_constraint(params: SampleParams, model: Any) -> Any:
     the net's plane would break the net), or the model's choice when no elements are given.
     """
     from tessera.generators.inpainting import MotifConstraint
-    from tessera.generators.motifs import resolve_template
 
     motif = params.motif
     assert motif is not None
@@ -260,12 +259,8 @@ def motif_constraint(params: SampleParams, model: Any) -> Any:
                                            free_elements=free, release_below=motif.release_below)
     except (ValueError, OSError) as exc:
         raise InputError(f"motif: {exc}") from None
-    from pymatgen.core import Element
-
-    missing = [e for e in [motif.element, *(free or [])] if Element(e).Z not in model.vocab]
-    if missing:
-        raise InputError(f"motif: {', '.join(missing)} does not occur in the training data, the model cannot place it")
-    k = resolve_template(motif.lattice).num_sites
+    parse_elements([motif.element, *(free or [])], model.vocab)  # one line for an element the model lacks
+    k = constraint.num_motif_atoms
     if params.atoms and params.atoms <= k:
         raise InputError(f"motif: the {motif.lattice} net puts {k} atoms in the cell; --atoms {params.atoms} leaves "
                          f"no room for the rest of the crystal")

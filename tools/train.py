@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tessera.tools.errors import DataError, InputError, ToolFailed
 from tessera.tools.hashing import file_sha256
 from tessera.tools.paths import CONFIG_DIR, REPO_ROOT, repo_relative
-from tessera.tools.sample import SAMPLER_CONFIG
+from tessera.tools.sample import SAMPLER_CONFIG, load_sampler_settings
 
 GENERATOR_CONFIG: Path = CONFIG_DIR / "generator.yaml"
 MAX_SHIPPED_MB: float = 25.0
@@ -219,7 +219,7 @@ def ship_generator(params: ShipParams) -> ShipResult:
 
     from tessera.generators.convert import to_structures
     from tessera.generators.model import load_weights
-    from tessera.generators.sampler import SamplerConfig, sample_many
+    from tessera.generators.sampler import sample_many
     from tessera.tools.measures import is_compositionally_valid, is_structurally_valid
 
     cfg = load_generator_config(params.config)
@@ -234,10 +234,9 @@ def ship_generator(params: ShipParams) -> ShipResult:
     meta = json.loads(meta_src.read_text()) if meta_src.exists() else {}
     model = load_weights(src)
     torch.set_num_threads(2)
-    scfg = yaml.safe_load(SAMPLER_CONFIG.read_text()) or {}
-    scfg.pop("batch_size", None)
+    sampler_config, _ = load_sampler_settings(SAMPLER_CONFIG)
     t0 = time.perf_counter()
-    batches = sample_many(model=model, config=SamplerConfig.from_dict(scfg), n=params.n_check, seed=0)
+    batches = sample_many(model=model, config=sampler_config, n=params.n_check, seed=0)
     seconds = time.perf_counter() - t0
     structures = [s for b in batches for s in to_structures(b, model.vocab)]
     if not structures:
@@ -253,7 +252,7 @@ def ship_generator(params: ShipParams) -> ShipResult:
     }
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
-    record = {**meta, "weights": "EMA", "sampler": scfg, "sample_check": check, "size_mb": size_mb}
+    record = {**meta, "weights": "EMA", "sampler": dict(sampler_config.__dict__), "sample_check": check, "size_mb": size_mb}
     if meta.get("lineage"):
         record["training_steps_total"] = (sum(int(st.get("step") or 0) for st in meta["lineage"])
                                           + int(meta.get("step") or 0))
