@@ -46,6 +46,8 @@ from tessera.tools.relax import (
 from tessera.tools.runlog import RunLog, RunOpener
 
 GEOMETRY_STAGE = "geometry"
+EHULL_STAGE = "ehull"
+"""The prescreen stage whose value is the unrelaxed (single-point) E_hull estimate, eV/atom."""
 CONFIRM_STAGE_PREFIX = "confirm:"
 """Journal keys of second-judge relaxations start with this (their input is the first judge's structure)."""
 
@@ -94,6 +96,9 @@ class EvaluateParams(BaseModel):
         description="second judge for the candidates the first calls stable (configs/judge.yaml; None = off)",
     )
     judge: JudgeParams = Field(default_factory=load_judge_params, description="second-judge settings")
+    max_relaxations: int | None = Field(
+        None, ge=0, description="relax at most this many, best-first by the unrelaxed E_hull estimate (None: all)"
+    )
     workers: int | None = Field(None, description="local Dask workers (default one per core; 0 = serial, no Dask)")
     address: str | None = Field(None, description="scheduler address of an existing Dask cluster")
 
@@ -218,16 +223,30 @@ def iter_evaluate(
     """Evaluate ``candidates`` in place, yielding a step after each unit of work.
 
     Candidates that arrive with ``error`` set are carried through untouched. The order of work:
-    prescreen (all stages, batched) -> relax (fan-out over Dask, in completion order) -> hull ->
-    space group, uniqueness within the batch, novelty against the pool.
+    prescreen (all stages, batched) -> relax (best-first by the unrelaxed E_hull estimate, at most
+    ``params.max_relaxations``, fanned out over Dask in completion order) -> hull -> second judge ->
+    space group, uniqueness within the batch, novelty against the pool. The three stage functions
+    (:func:`iter_prescreen`, :func:`iter_relax`, :func:`iter_assess`) are public so that the design agent
+    can run them as separate, checkpointed nodes.
     """
-    from tessera.tools.analyze import assess_batch
     from tessera.tools.hull import ReferenceHull
 
-    total = len(candidates)
     hull = ReferenceHull.default(sources=params.hull_sources, exclude_ids=params.exclude_ids)
+    yield from iter_prescreen(candidates, params, hull=hull)
+    queue = relaxation_queue(candidates, limit=params.max_relaxations)
+    yield from iter_relax(candidates, queue, params, journal=journal, relaxer=relaxer)
+    yield from iter_assess(candidates, params, hull=hull, journal=journal)
 
-    # --- prescreen ---------------------------------------------------------------------------------
+
+def iter_prescreen(candidates: list[Candidate], params: EvaluateParams, *, hull: Any = None) -> Iterator[EvalStep]:
+    """Run the prescreen stages on every candidate without an error; fill ``prescreen`` and, for a failed
+    gate (geometry always, every stage when ``params.gate``), ``error``. ``hull`` is the ReferenceHull the
+    E_hull stage estimates against (default: the hull of ``params``)."""
+    if hull is None:
+        from tessera.tools.hull import ReferenceHull
+
+        hull = ReferenceHull.default(sources=params.hull_sources, exclude_ids=params.exclude_ids)
+    total = len(candidates)
     # Per-item isolation (issue 19): whatever one candidate raises in a stage becomes its error line.
     structures: dict = {}  # index -> pymatgen Structure
     for i, c in enumerate(candidates):
@@ -243,7 +262,6 @@ def iter_evaluate(
         ehull_fn=hull.ehull_fn(),
     )
     results = prescreen.run([structures[i] for i in live])
-    to_relax: list[int] = []
     for i, res in zip(live, results):
         cand = candidates[i]
         cand.prescreen = dict(res.outcomes)
@@ -253,20 +271,68 @@ def iter_evaluate(
         elif params.gate and not res.passed:
             failed = res.outcomes[res.failed_stage] if res.failed_stage else None
             cand.error = f"failed {res.failed_stage} prescreen: {failed.reason if failed else 'not run'}"
-        else:
-            to_relax.append(i)
         yield EvalStep("prescreen", i, total, cand)
 
-    # --- relax ------------------------------------------------------------------------------------
+
+def estimated_e_hull(candidate: Candidate) -> float | None:
+    """eV/atom: the prescreen's unrelaxed (single-point) E_hull estimate, or None when it did not run."""
+    outcome = candidate.prescreen.get(EHULL_STAGE)
+    value = outcome.value if outcome is not None else None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def relaxation_queue(candidates: Sequence[Candidate], *, limit: int | None = None) -> list[int]:
+    """Indices of the candidates to relax, best-first by the unrelaxed E_hull estimate.
+
+    Eligible: no error (a failed gate sets one), not yet relaxed. Ranking best-first means a relaxation budget (and a
+    run killed half way) spends itself on the likeliest hits; candidates without an estimate go last, in
+    input order. Beyond ``limit`` a candidate gets an error line naming its rank, so it reads as stopped
+    by the budget rather than silently missing.
+    """
+    eligible = [i for i, c in enumerate(candidates) if c.error is None and not c.relaxed]
+
+    def rank_key(i: int) -> tuple[int, float, int]:
+        est = estimated_e_hull(candidates[i])
+        return (0, est, i) if est is not None else (1, 0.0, i)
+
+    ranked = sorted(eligible, key=rank_key)
+    if limit is None or limit >= len(ranked):
+        return ranked
+    for rank, i in enumerate(ranked[limit:], start=limit + 1):
+        est = estimated_e_hull(candidates[i])
+        shown = f"{est:.3f} eV/atom" if est is not None else "none"
+        candidates[i].error = (f"not relaxed: over the relaxation budget of {limit} (rank {rank} of "
+                               f"{len(ranked)} by unrelaxed E_hull estimate, {shown})")
+    return ranked[:limit]
+
+
+def iter_relax(
+    candidates: list[Candidate],
+    indices: Sequence[int],
+    params: EvaluateParams,
+    *,
+    journal: RelaxJournal | None = None,
+    relaxer: Relaxer | None = None,
+) -> Iterator[EvalStep]:
+    """Relax ``candidates[i]`` for i in ``indices`` (in that order of submission); outcomes already in the
+    journal are reused, new ones recorded the moment they arrive."""
+    total = len(candidates)
+    structures: dict[int, Structure] = {}
     pending: list[int] = []
     keys: dict[int, str] = {}
-    for i in to_relax:
+    for i in indices:
         keys[i] = structure_key(candidates[i].initial_cif or "")
         if journal is not None and keys[i] in journal.done:
             _apply_relaxation(candidates[i], journal.done[keys[i]])
             yield EvalStep("relax", i, total, candidates[i])
-        else:
+            continue
+        rebuilt = attempt(candidates[i].structure)
+        if rebuilt.ok and rebuilt.value is not None:
+            structures[i] = rebuilt.value
             pending.append(i)
+        else:
+            candidates[i].error = f"relax: cannot rebuild the structure: {rebuilt.error}"
+            yield EvalStep("relax", i, total, candidates[i])
     for k, outcome in relax_many(
         [structures[i] for i in pending],
         params.relax,
@@ -280,6 +346,23 @@ def iter_evaluate(
         _apply_relaxation(candidates[i], outcome)
         yield EvalStep("relax", i, total, candidates[i])
 
+
+def iter_assess(
+    candidates: list[Candidate],
+    params: EvaluateParams,
+    *,
+    hull: Any = None,
+    journal: RelaxJournal | None = None,
+) -> Iterator[EvalStep]:
+    """Judge the relaxed candidates: E_hull on the reference hull, the second judge (when
+    ``params.confirm``), then space group, uniqueness within the batch and novelty against the pool."""
+    from tessera.tools.analyze import assess_batch
+
+    if hull is None:
+        from tessera.tools.hull import ReferenceHull
+
+        hull = ReferenceHull.default(sources=params.hull_sources, exclude_ids=params.exclude_ids)
+    total = len(candidates)
     # --- hull -------------------------------------------------------------------------------------
     for i, cand in enumerate(candidates):
         if not cand.relaxed or cand.energy_per_atom is None:
