@@ -154,9 +154,11 @@ def render_run_report(
     verdict: VerifyResult,
     candidates: list[StoredCandidate],
     max_pictures: int = 60,
+    intro_html: str = "",
 ) -> str:
     """The report as one HTML string. ``candidates`` should be sorted (most stable first) and fetched
-    with their records; pictures are drawn for the first ``max_pictures``."""
+    with their records; pictures are drawn for the first ``max_pictures``. ``intro_html`` (already
+    escaped HTML, e.g. :func:`session_section`) goes after the run's header table."""
     e = html.escape
     out: list[str] = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
@@ -171,6 +173,8 @@ def render_run_report(
         ("checkpoint hash", run.checkpoint_hash), ("seed", run.seed), ("user@host", f"{run.user}@{run.host}"),
     ]
     out.append("<table>" + "".join(f"<tr><th>{e(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in info) + "</table>")
+    if intro_html:
+        out.append(intro_html)
     if run.params:
         out.append(f"<details><summary>parameters</summary><pre>{e(json.dumps(run.params, indent=1))}</pre></details>")
     if run.summary:
@@ -246,3 +250,90 @@ def write_run_report(path: Path, **kwargs: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_run_report(**kwargs), encoding="utf-8")
     return path
+
+
+def run_events(store: Any, run_id: str, verdict: VerifyResult) -> list[AuditEvent]:
+    """The run's audit events; on a log that failed verification, the lines that still parse (the verdict
+    at the top of the report names the problem)."""
+    from tessera.tools.errors import DataError
+
+    log = store.audit_log(run_id)
+    if verdict.ok:
+        return log.events()
+    try:
+        return log.events()
+    except DataError:
+        events = []
+        for line in log.path.read_text(errors="replace").splitlines():
+            try:
+                events.append(AuditEvent.model_validate_json(line))
+            except ValueError:
+                continue
+        return events
+
+
+def export_run_report(store: Any, run_id: str, path: Path, *, max_pictures: int = 60, intro_html: str = "") -> Path:
+    """Fetch a run from ``store`` (verdict, events, candidates most stable first) and write its report."""
+    verdict = store.verify_run(run_id)
+    return write_run_report(Path(path), run=store.get_run(run_id), events=run_events(store, run_id, verdict),
+                            verdict=verdict, candidates=store.search(run_id=run_id, limit=None, with_record=True),
+                            max_pictures=max_pictures, intro_html=intro_html)
+
+
+def _rounds_plot(rounds: list[dict[str, Any]]) -> str:
+    """Per round: relaxed, stable and hit counts (bars) and the relaxation hit rate (line)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    idx = np.arange(len(rounds))
+    for j, (key, label) in enumerate((("n_relaxed", "relaxed"), ("n_stable", "stable"), ("n_sun", "S.U.N."))):
+        ax.bar(idx + (j - 1) * 0.27, [r.get(key) or 0 for r in rounds], width=0.27, label=label)
+    ax.set_xticks(idx, [str(r["round"]) for r in rounds])
+    ax.yaxis.get_major_locator().set_params(integer=True)  # counts, not fractions
+    ax.set_xlabel("round")
+    ax.set_ylabel("candidates")
+    ax.legend(loc="upper left", fontsize=8)
+    rates = [r.get("hit_rate") for r in rounds]
+    if any(x is not None for x in rates):
+        ax2 = ax.twinx()
+        ax2.plot(idx, [x if x is not None else np.nan for x in rates], "k.-", label="hit rate")
+        ax2.set_ylim(0, 1)
+        ax2.set_ylabel("stable / relaxed")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def session_section(
+    *,
+    goal: str | None,
+    spec: dict[str, Any] | None,
+    plan: dict[str, Any] | None,
+    rounds: list[dict[str, Any]],
+    stop_reason: str | None,
+) -> str:
+    """The design session's part of the report: the goal, how it was read, the spec, the rounds' timeline."""
+    e = html.escape
+    out = ["<h2>Design session</h2>"]
+    if goal:
+        out.append(f"<p><b>Goal</b> (as given): <q>{e(goal)}</q></p>")
+    if plan:
+        out.append(f"<p class='muted'>Planned by {e(str(plan.get('backend', '?')))}.</p>")
+        if plan.get("used"):
+            out.append("<p>Read from the goal: " + "; ".join(e(str(u)) for u in plan["used"]) + "</p>")
+        if plan.get("unused"):
+            out.append("<p>Not used: " + ", ".join(e(str(u)) for u in plan["unused"]) + "</p>")
+        for note in plan.get("notes") or []:
+            out.append(f"<p class='muted'>{e(str(note))}</p>")
+    if spec:
+        out.append(f"<details open><summary>DesignSpec</summary><pre>{e(json.dumps(spec, indent=1))}</pre></details>")
+    if rounds:
+        head = ("round", "seed", "sampled", "passed prescreen", "relaxed", "stable (<= 0.1)", "E_hull <= 0", "S.U.N.",
+                "S.U.N.-C", "hit rate (stable / relaxed)", "seconds")
+        keys = ("round", "seed", "n_sampled", "n_prescreen_passed", "n_relaxed", "n_stable", "n_on_hull", "n_sun",
+                "n_sun_c", "hit_rate", "seconds")
+        out.append("<h3>Rounds</h3><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+        for r in rounds:
+            out.append("<tr>" + "".join(f"<td>{_fmt(r.get(k))}</td>" for k in keys) + "</tr>")
+        out.append("</table>")
+        out.append(f"<img alt='rounds' src='{_rounds_plot(rounds)}'>")
+    if stop_reason:
+        out.append(f"<p><b>Stopped:</b> {e(stop_reason)}</p>")
+    return "\n".join(out)
