@@ -1,11 +1,13 @@
 """`tessera store ...`, `tessera review ...`, `tessera audit ...`: the candidate store and the audit trail.
 
 Every command takes ``--store DIR`` (default: ``$TESSERA_STORE``, else ``~/.local/share/tessera/store``)
-and ``--json``. Human output goes to stderr (see tessera.cli.common); ``--json`` prints one object on stdout.
+and ``--json``. Results (tables, verdicts) go to stdout, diagnostics to stderr (see tessera.cli.common); ``--json``
+prints one object on stdout.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -330,12 +332,14 @@ def audit_verify(
 @audit_app.command("export")
 def audit_export(
     run: str = typer.Argument(..., help="run id"),
-    html_path: Path = typer.Option(..., "--html", help="report file to write"),
+    html_path: Path = typer.Option(..., "--html", help="report file to write (not an existing folder)"),
     max_pictures: int = typer.Option(60, "--max-pictures", min=0, help="structure pictures for the most stable N"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing report file"),
     store: Optional[str] = STORE_OPTION,
     json_out: bool = JSON_OPTION,
 ) -> None:
     """An offline HTML report of a run: verdict, numbers, plots, structures, timeline."""
+    _check_report_path(html_path, force=force)  # before seconds of rendering, not after
     from tessera.agents.report import write_run_report
 
     try:
@@ -348,10 +352,28 @@ def audit_export(
                          max_pictures=max_pictures)
     except TesseraError as exc:
         fail(str(exc))
+    except OSError as exc:  # e.g. the disk filled up or the folder vanished while the report was rendered
+        fail(f"--html {html_path}: cannot write the report ({exc.strerror or exc})")
     if json_out:
         emit_json({"run_id": run, "html": str(html_path), "verified": verdict.ok, "n_candidates": len(cands)})
         return
     out_console.print(f"wrote {html_path} ({len(cands)} candidates, audit {'ok' if verdict.ok else 'FAILED'})")
+
+
+def _check_report_path(path: Path, *, force: bool) -> None:
+    """Fail with one line when the report cannot or should not be written at ``path``: an existing folder,
+    an existing file (unless ``force``), a parent that is a file, or a folder we may not write in."""
+    if path.is_dir():
+        fail(f"--html {path} is a folder; name the report file, e.g. --html {path / 'report.html'}")
+    if path.exists() and not force:
+        fail(f"--html {path} exists; pass --force to overwrite it")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the report writer creates missing folders below the nearest existing one
+    if not parent.is_dir():
+        fail(f"--html {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"--html {path}: no permission to write in {parent}")
 
 
 def _events_lenient(st, run: str) -> list:  # noqa: ANN001
