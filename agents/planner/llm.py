@@ -330,7 +330,7 @@ class LLMPlanner:
         # Every failure names the endpoint by its public URL only; a server's own text is quoted (redacted)
         # except for key errors, whose text may echo part of the key.
         try:
-            return self._client.chat.completions.create(**kwargs)
+            completion = self._client.chat.completions.create(**kwargs)
         except openai.APITimeoutError:
             raise PlanningError(f"the LLM endpoint {self.endpoint} did not answer within {timeout} "
                                 f"(timeout_seconds in configs/llm.yaml)") from None
@@ -347,6 +347,13 @@ class LLMPlanner:
         except openai.APIError as exc:
             raise PlanningError(f"the LLM endpoint {self.endpoint} sent an unusable response "
                                 f"({type(exc).__name__})") from None
+        # A body that is not a chat completion (an HTML error page, an empty choices list) is the endpoint's
+        # fault, not the model's: no repair turn would help.
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list) or not choices or getattr(choices[0], "message", None) is None:
+            raise PlanningError(f"the LLM endpoint {self.endpoint} sent no chat completion (is it an "
+                                f"OpenAI-compatible /chat/completions endpoint?)")
+        return completion
 
     def _read(self, choice: "Choice | None") -> dict[str, Any]:
         """The spec object the reply's first choice carries. Raises _Declined (prose, refusal) or _Invalid."""
@@ -394,7 +401,7 @@ class LLMPlanner:
         try:
             return parse_spec(data, source="spec")
         except InputError as exc:
-            raise _Invalid(_one_line(str(exc), 300)) from None
+            raise _Invalid(_one_line(str(exc).removeprefix("spec: "), 300)) from None
 
     def _cap(self, spec: DesignSpec) -> tuple[DesignSpec, list[str]]:
         """The spec with budgets cut to ``settings.caps``, and a note per cut."""
