@@ -29,7 +29,6 @@ from typing import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Composition, Structure
-from scipy.stats import norm, wasserstein_distance
 
 from tessera.tools.errors import InputError
 from tessera.tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3, min_periodic_distance
@@ -347,7 +346,7 @@ def two_proportion_z_test(k_guided: int, n_guided: int, k_unguided: int, n_ungui
         se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n_guided + 1.0 / n_unguided))
         if se > 0.0 and p1 is not None and p2 is not None:
             z = (p1 - p2) / se
-            p_value = float(norm.sf(z))
+            p_value = 0.5 * math.erfc(z / math.sqrt(2.0))  # the normal upper tail, norm.sf(z)
     return ProportionTest(k_guided=k_guided, n_guided=n_guided, k_unguided=k_unguided, n_unguided=n_unguided,
                           p_guided=p1, p_unguided=p2, z=z, p_value=p_value)
 
@@ -377,6 +376,8 @@ def property_distances(generated: Sequence[Structure], reference: Sequence[Struc
     """Wasserstein distances of density and element count between two non-empty sets of structures."""
     if not generated or not reference:
         raise ValueError("property distances need at least one generated and one reference structure")
+    from scipy.stats import wasserstein_distance  # here: scipy.stats costs ~1 s at start-up of every store command
+
     return PropertyDistances(
         wdist_density=float(wasserstein_distance([density_g_cm3(s) for s in generated],
                                                  [density_g_cm3(s) for s in reference])),
