@@ -72,7 +72,11 @@ class CoordinationDefaults(TermDefaults):
     """Coordination terms also need a soft cutoff per element pair (A)."""
 
     radius_factor: float = Field(1.25, gt=0, description="cutoff = factor x (covalent radius a + b)")
-    cutoffs: dict[str, float] = Field(default_factory=dict, description="'A-B' -> A, measured pairs (order-free)")
+    cutoffs: dict[str, float] = Field(
+        # The pairs the guidance case studies measured (benchmarks/bench_guidance.py).
+        default_factory=lambda: {"Co-O": 2.6, "Cu-P": 2.6, "Cu-Cu": 2.8},
+        description="'A-B' -> A, measured pairs (order-free)",
+    )
 
     @field_validator("cutoffs")
     @classmethod
@@ -206,7 +210,7 @@ _NUMBER_WORDS: dict[str, float] = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
     "eleven": 11, "twelve": 12, "fifteen": 15, "sixteen": 16, "twenty": 20, "thirty": 30, "forty": 40,
     "fifty": 50, "sixty": 60, "hundred": 100, "a hundred": 100, "one hundred": 100, "thousand": 1000,
-    "a thousand": 1000, "a dozen": 12, "dozen": 12, "single": 1,
+    "a thousand": 1000, "a dozen": 12, "dozen": 12, "single": 1, "million": 1e6, "a million": 1e6,
 }
 _NUM = r"(?<![\w.])(?:\d+(?:\.\d+)?|" + "|".join(
     re.escape(w).replace(r"\ ", r"\s+") for w in sorted(_NUMBER_WORDS, key=len, reverse=True)) + ")"
@@ -735,8 +739,10 @@ _CN_RE = (
     _compile(rf"(?P<v>{_NUM})-coordinat(?:ed|e)\b"),
     _compile(r"\b(?-i:CN)\s*(?:=|:|of|is)?\s*(?P<v>\d+(?:\.\d+)?)\b"),
     _compile(rf"\bcoordination\s+numbers?\s*(?:of|=|:|is)?\s*(?P<v>{_NUM})"),
-    _compile(rf"\bcoordinated\s+by\s+(?P<v>{_NUM})\s+(?P<nb>{_ELEM})(?:\s+atoms|\s+ions)?"),
-    _compile(rf"\b(?:with\s+)?(?P<v>{_NUM})\s+(?P<nb>{_ELEM})\s+(?:nearest\s+)?(?:neighbou?rs|ligands)\b"),
+    _compile(rf"\b(?:coordinated|surrounded)\s+by\s+(?P<v>{_NUM})\s+(?P<nb>{_ELEM})"
+             rf"(?:\s+(?:nearest\s+)?(?:atoms|ions|neighbou?rs|ligands))?"),
+    _compile(rf"\b(?:(?:with|has|having|surrounded\s+by)\s+)?(?P<v>{_NUM})\s+(?P<nb>{_ELEM})\s+(?:nearest\s+)?"
+             rf"(?:neighbou?rs|ligands)\b"),
     _compile(rf"\bcoordination\s+(?:of\s+)?(?P<v>\d+(?:\.\d+)?)\b"),
 )
 _NEIGHBOUR_AFTER = _compile(rf"(?:\s+(?:coordinated|coordination|coordinate|environments?|sites?|geometry|"
@@ -994,7 +1000,11 @@ def _resolve_chemistry(d: _Draft, facts: GeneratorFacts) -> _Chemistry | None:
     if n_stated and n_stated < len(named):
         raise PlanningError(f"{d.values['chemistry.n_elements'][1].strip()!r} ({n_stated} element"
                             f"{'s' if n_stated > 1 else ''}) but {len(named)} are required: {', '.join(named)}")
-    closed = bool(named) and d.open_cue is None and (not n_stated or n_stated == len(named))
+    # Named elements are the whole system ("kagome net of Mn with Sn" is Mn-Sn), unless the goal leaves room:
+    # a larger element count, "containing", or only the motif's own element named ("a kagome net of Mn":
+    # the atoms around the net are the model's choice, not more Mn).
+    motif_only = d.motif_element is not None and named == [d.motif_element[0]]
+    closed = bool(named) and d.open_cue is None and not motif_only and (not n_stated or n_stated == len(named))
     if closed:
         d.notes.append(f"allowed elements: only those named ({', '.join(named)}); name a system, say 'ternary' "
                        f"or 'containing' to leave room for others")
@@ -1236,7 +1246,7 @@ class OfflinePlanner:
         for key, cap in (("samples", caps.samples), ("relaxations", caps.relaxations),
                          ("wall_minutes", caps.wall_minutes)):
             if out.get(key) is not None and out[key] > cap:
-                d.notes.append(f"budgets.{key} {out[key]:g} capped at {cap:g} (caps in configs/planner.yaml)")
+                d.notes.append(f"budgets.{key} {out[key]:.0f} capped at {cap:g} (caps in configs/planner.yaml)")
                 out[key] = cap
         return out
 
