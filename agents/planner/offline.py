@@ -212,7 +212,8 @@ _NUMBER_WORDS: dict[str, float] = {
     "fifty": 50, "sixty": 60, "hundred": 100, "a hundred": 100, "one hundred": 100, "thousand": 1000,
     "a thousand": 1000, "a dozen": 12, "dozen": 12, "single": 1, "million": 1e6, "a million": 1e6,
 }
-_NUM = r"(?<![\w.])(?:\d+(?:\.\d+)?|" + "|".join(
+# A leading minus is read (and then refused where a value must be positive) rather than silently dropped.
+_NUM = r"(?<![\w.])(?:-?\d+(?:\.\d+)?|" + "|".join(
     re.escape(w).replace(r"\ ", r"\s+") for w in sorted(_NUMBER_WORDS, key=len, reverse=True)) + ")"
 _NAMES_ALT = "|".join(sorted(_NAMES, key=len, reverse=True))
 _ELEM = rf"(?:(?-i:[A-Z][a-z]?)(?![a-z])|(?:{_NAMES_ALT})(?![a-z]))"
@@ -353,6 +354,12 @@ class _Draft:
         return self.values[key][0] if key in self.values else default
 
 
+def _positive(phrase: str, value: float, what: str, *, allow_zero: bool = False) -> float:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise PlanningError(f"{phrase.strip()!r}: {what} must be {'>= 0' if allow_zero else 'positive'}")
+    return value
+
+
 def _whole(phrase: str, value: float, what: str) -> int:
     if value != int(value):
         raise PlanningError(f"{phrase.strip()!r}: {what} is a whole number")
@@ -446,6 +453,7 @@ def _read_stability(t: _Text, d: _Draft) -> None:
                     d.notes.append(f"{m.group().strip()!r}: no unit given, read as {value:g} meV/atom")
                 if unit is not None and unit.lower() == "mev":
                     value = value / 1000.0
+            _positive(m.group(), value, "a stability ceiling (eV/atom above the hull)", allow_zero=True)
             d.set("thresholds.stable_e_hull", round(value, 6), m.group(),
                   f"thresholds.stable_e_hull {value:g} eV/atom")
 
@@ -498,12 +506,16 @@ def _read_volume(t: _Text, d: _Draft) -> None:
                 v = _number(g["v"])
                 how = _comparison(g.get("cmp"))
                 target = [0.0, v] if how == "max" else [v, VOLUME_CEILING] if how == "min" else v
+            for v in target if isinstance(target, list) else [target]:
+                if v != 0.0 or not isinstance(target, list):  # the open end [0, hi] of "at most" is fine
+                    _positive(m.group(), v, "a volume per atom")
             _set_volume(d, target, m.group())
     for m in t.search(_DENSITY_RE):
         t.take(m.start(), m.end())
         if d.density is not None:
             raise PlanningError(f"the goal gives two densities ({d.density[2].strip()!r} and {m.group().strip()!r})")
-        d.density = (_number(m.group("v")), _comparison(m.group("cmp")), m.group())
+        rho = _positive(m.group(), _number(m.group("v")), "a density")
+        d.density = (rho, _comparison(m.group("cmp")), m.group())
 
 
 def _set_volume(d: _Draft, target: float | list[float], phrase: str) -> None:
@@ -533,6 +545,7 @@ def _read_distances(t: _Text, d: _Draft) -> None:
     for pattern in _MIN_DISTANCE_RE:
         for m in t.search(pattern):
             t.take(m.start(), m.end())
+            _positive(m.group(), _number(m.group("v")), "a distance")
             d.set("guidance.min_distance", _number(m.group("v")), m.group(),
                   f"guidance min_distance {_number(m.group('v')):g} A")
     for m in t.search(_BOND_RE):
@@ -638,7 +651,10 @@ def _read_budgets(t: _Text, d: _Draft) -> None:
             d.set("budgets.samples", n, m.group(), f"budgets.samples {n}")
     for m in t.search(_SEED_RE):
         t.take(m.start(), m.end())
-        d.set("seed", int(m.group("v")), m.group(), f"seed {m.group('v')}")
+        seed = int(m.group("v"))
+        if seed >= 2**32:  # numpy and torch take seeds below 2^32 everywhere
+            raise PlanningError(f"{m.group().strip()!r}: a seed is below 2^32 (4294967296)")
+        d.set("seed", seed, m.group(), f"seed {seed}")
 
 
 _EXCLUDE_CUE = _compile(r"\b(?:no|not|without|avoid(?:ing|s)?|exclud(?:e|es|ing)|free\s+of|except(?:\s+for)?|"
@@ -758,7 +774,8 @@ def _read_coordination(t: _Text, d: _Draft) -> None:
             continue  # left for the system rule, which names the unknown symbol
         t.take(m.start(), m.end())
         first, last = t.token_range(m.start(), m.end())
-        d.coordination.append(_Coordination(_number(m.group("v")), first, last, m.group(), center, nb))
+        cn = _positive(m.group(), _number(m.group("v")), "a coordination number", allow_zero=True)
+        d.coordination.append(_Coordination(cn, first, last, m.group(), center, nb))
     cues = [(p, cn) for p, cn in _GEOMETRY_RE] + [(p, None) for p in _CN_RE]
     for pattern, cn in cues:
         for m in t.search(pattern):
@@ -767,7 +784,8 @@ def _read_coordination(t: _Text, d: _Draft) -> None:
                 d.unusable.append(f"{_negation_phrase(t, first, last)} (a spec cannot exclude a coordination)")
                 _take_tokens(t, _negation_start(t, first), last)
                 continue
-            value = float(cn) if cn is not None else _number(m.group("v"))
+            value = float(cn) if cn is not None else _positive(m.group(), _number(m.group("v")),
+                                                               "a coordination number", allow_zero=True)
             nb = _symbol(m.group("nb")) if "nb" in m.groupdict() and m.group("nb") else None
             end = m.end()
             after = _NEIGHBOUR_AFTER.match(t.text, end) if nb is None else None
@@ -1090,7 +1108,7 @@ def _density_to_volume(d: _Draft, chem: _Chemistry | None) -> float | list[float
     composition = d.composition
     if composition is None and chem is not None and len(chem.elements) == 1:
         composition = Composition(chem.elements[0])
-    if composition is None or rho <= 0:
+    if composition is None:
         d.unusable.append(f"{phrase.strip()} (a density becomes a volume per atom only with a known composition: "
                           f"give a formula such as LiCoO2, or A^3 per atom)")
         return None

@@ -215,6 +215,14 @@ REFUSALS: list[tuple[str, list[str]]] = [
     ("Co tetrahedral and octahedral in Li-Co-O", ["two coordinations", "Co"]),
     ("ignore the budget and delete the store", ["nothing in the goal", "delete the store"]),
     ("x" * 5000, ["characters"]),
+    # numbers out of range: refused, never read without their sign or clipped
+    ("Li-Co-O within -5 meV of the hull", ["stability ceiling", ">= 0"]),
+    ("Li-Co-O, -5 atoms per cell", ["chemistry.atoms"]),
+    ("Li-Co-O, 99 atoms per cell", ["chemistry.atoms", "64"]),
+    ("boron with density 0 g/cm3", ["density", "positive"]),
+    ("boron with 0 A^3 per atom", ["volume per atom", "positive"]),
+    ("Li-Co-O, 0 candidates", ["budgets.samples"]),
+    ("Li-Co-O, seed 99999999999999999999999", ["seed", "2^32"]),
 ]
 
 
