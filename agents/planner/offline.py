@@ -387,6 +387,7 @@ _LATTICE_RE = [(_compile(rf"(?<![\w.])(?:{p})(?!\.?\d)(?:\s+(?:net|lattice|tilin
 
 
 def _read_lattice(t: _Text, d: _Draft) -> None:
+    """A lattice name or synonym (with its noun: "kagome net"); a negated one ("not kagome") is unusable."""
     for pattern, name in _LATTICE_RE:
         for m in t.search(pattern):
             first, last = t.token_range(m.start(), m.end())
@@ -438,6 +439,7 @@ _STABILITY_RE = (
 
 
 def _read_stability(t: _Text, d: _Draft) -> None:
+    """thresholds.stable_e_hull in eV/atom from "within 50 meV of the hull", "E_hull below 0.05", "on the hull"."""
     for pattern in _STABILITY_RE:
         for m in t.search(pattern):
             t.take(m.start(), m.end())
@@ -495,6 +497,8 @@ def _comparison(cmp: str | None) -> str | None:
 
 
 def _read_volume(t: _Text, d: _Draft) -> None:
+    """A volume-per-atom target (a point or [lo, hi], A^3/atom) and any density (resolved later, needing a
+    composition)."""
     for pattern in _VOLUME_RE:
         for m in t.search(pattern):
             t.take(m.start(), m.end())
@@ -542,6 +546,7 @@ _BOND_RE = _compile(
 
 
 def _read_distances(t: _Text, d: _Draft) -> None:
+    """A minimum interatomic distance (A) and a motif bond length (A)."""
     for pattern in _MIN_DISTANCE_RE:
         for m in t.search(pattern):
             t.take(m.start(), m.end())
@@ -565,6 +570,7 @@ _ATOMS_RE = (
 
 
 def _read_atoms(t: _Text, d: _Draft, facts: GeneratorFacts) -> None:
+    """chemistry.atoms from "12 atoms per cell"; "at most N" changes nothing when the prior already stops at N."""
     for m in t.search(_ATOMS_MAX_RE):
         t.take(m.start(), m.end())
         bound = _whole(m.group(), _number(m.group("v")), "an atom count")
@@ -592,6 +598,7 @@ _N_ELEMENTS_RE = (
 
 
 def _read_n_elements(t: _Text, d: _Draft) -> None:
+    """chemistry.n_elements from "binary" ... "senary" or "three-element"; a bound ("at most 3") is unusable."""
     for pattern in _N_ELEMENTS_RE:
         for m in t.search(pattern):
             t.take(m.start(), m.end())
@@ -625,6 +632,7 @@ _SEED_RE = _compile(r"\b(?:random\s+)?seed\s*(?:=|:|of|is)?\s*(?P<v>\d+)\b")
 
 
 def _read_budgets(t: _Text, d: _Draft) -> None:
+    """Relaxations, wall minutes, samples and the seed (relaxations first: "relax 20 candidates" is not 20 samples)."""
     for pattern in _RELAX_RE:
         for m in t.search(pattern):
             t.take(m.start(), m.end())
@@ -708,6 +716,7 @@ def _exclude(d: _Draft, items: list[tuple[tuple[str, ...], str]], phrase: str) -
 
 
 def _read_exclusions(t: _Text, d: _Draft) -> None:
+    """Elements and groups after "no", "avoid", "without", "excluding", ... and before "-free"."""
     for m in t.search(_EXCLUDE_CUE):
         end, items = _item_list(t, m.end())
         if items:
@@ -768,6 +777,8 @@ _FILLER_AFTER = _compile(r"(?:\s+(?:coordinated|coordination|coordinate|environm
 
 
 def _read_coordination(t: _Text, d: _Draft) -> None:
+    """Coordination cues: "Co-O CN 4" pairs first, then geometry words and numbers, each with an optional
+    "coordinated by X" neighbour; the centre is bound later, once element mentions are known."""
     for m in t.search(_PAIR_CN_RE):
         center, nb = m.group("c"), m.group("nb")
         if not (_is_element(center) and _is_element(nb)):
@@ -804,6 +815,7 @@ _FORMULA_PART = re.compile(r"([A-Z][a-z]?)(\d+(?:\.\d+)?)?")
 
 
 def _read_systems(t: _Text, d: _Draft) -> None:
+    """Chemical systems "Li-Co-O" and formulas "LiCoO", "LiCoO2" (the counts kept for a density only)."""
     for m in t.search(_SYSTEM_RE):
         parts = [p.strip() for p in m.group("s").split("-")]
         for p in parts:
@@ -845,6 +857,7 @@ _OPEN_RE = _compile(r"\b(?:containing|contains?|including|includes?|based(?:\s+o
 
 
 def _read_anions_and_openness(t: _Text, d: _Draft) -> None:
+    """Anion classes ("oxide" requires O) and words that leave room for other elements ("containing")."""
     for pattern, els in _ANION_RE:
         for m in t.search(pattern):
             t.take(m.start(), m.end())
@@ -858,6 +871,7 @@ def _read_anions_and_openness(t: _Text, d: _Draft) -> None:
 
 
 def _read_mentions(t: _Text, d: _Draft) -> None:
+    """Every free element symbol (case-sensitive) or name left: the elements the goal names."""
     for i, tok in enumerate(t.tokens):
         if not t.token_free(i):
             continue
@@ -894,6 +908,8 @@ _FILLERS_BEFORE_LATTICE = frozenset({"atoms", "ions", "on", "in", "forming", "fo
 
 
 def _bind_motif(t: _Text, d: _Draft) -> None:
+    """The element on the lattice: the first element reached from the lattice over filler words ("net of",
+    "atoms on a"), forward first; else the only element named; else a PlanningError."""
     if d.lattice is None:
         return
     name, first, last, phrase = d.lattice
@@ -934,9 +950,10 @@ def _walk(t: _Text, by_token: dict[int, _Mention], steps: range,
 
 
 def _bind_coordination(d: _Draft) -> None:
+    """Each cue's centre: the nearest element mention within 4 words (not its "by X" neighbour); else the only
+    element named; else a PlanningError."""
     for c in d.coordination:
-        if c.center is not None:
-            d.implied.append((c.center, c.phrase))
+        if c.center is not None:  # a "Co-O CN 4" pair names it
             continue
         best: tuple[int, int, _Mention] | None = None
         for m in d.mentions:
