@@ -10,11 +10,12 @@ import click
 import typer
 from typer.core import TyperGroup
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tessera.tools.errors import TesseraError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from tessera.tools.runlog import RunOpener
 
 # Typer 0.2x parses with its own copy of click: bad options raise its exceptions, not click's.
@@ -64,6 +65,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain (click) help: Typer's Rich help formatter imports rich.markdown, markdown-it and pygments, about
+    # 0.1-0.2 s of every `--help` (issue 20: help must answer at once). Every command group inherits this.
+    rich_markup_mode=None,
 )
 
 # Results (tables, summaries) go to stdout, where `> hits.txt` and `| head` find them; progress bars,
@@ -121,8 +125,10 @@ def run_opener(store: str | None, *, no_store: bool = False) -> "RunOpener | Non
     return Store.open(store).start_run
 
 
-def progress(*, transient: bool = False) -> Progress:
+def progress(*, transient: bool = False) -> "Progress":
     """A Rich progress bar on stderr (quiet when stderr is not a terminal unless forced)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

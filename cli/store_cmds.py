@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.table import Table
 
 from tessera.cli.common import JSON_OPTION, app, emit_json, fail, out_console
 from tessera.tools.errors import TesseraError
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 store_app = typer.Typer(help="Search and export the candidate store.", no_args_is_help=True)
 review_app = typer.Typer(help="Record a chemist's decision on a candidate (also an audit event).", no_args_is_help=True)
@@ -48,7 +50,9 @@ def _stopped(c) -> str:  # noqa: ANN001 - a StoredCandidate
     return ""
 
 
-def _candidates_table(rows: list, *, title: str, show_distance: bool = False) -> Table:
+def _candidates_table(rows: list, *, title: str, show_distance: bool = False) -> "Table":
+    from rich.table import Table
+
     runs = {c.run_id for c in rows}
     show_run = len(runs) > 1
     if len(runs) == 1:
@@ -202,6 +206,8 @@ def store_runs(
     if json_out:
         emit_json({"store": st.location, "runs": [r.model_dump(mode="json") for r in runs]})
         return
+    from rich.table import Table
+
     t = Table(title=f"runs in {st.location}")
     for col in ("run", "kind", "status", "started (UTC)", "goal"):
         t.add_column(col, overflow="fold")
@@ -296,6 +302,8 @@ def audit_show(
     if json_out:
         emit_json({"run_id": run, "events": [ev.model_dump(mode="json") for ev in events]})
         return
+    from rich.table import Table
+
     t = Table(title=f"audit log of {run} ({len(events)} events)")
     for col in ("#", "time (UTC)", "kind", "actor", "what"):
         t.add_column(col, overflow="fold")
