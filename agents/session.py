@@ -156,7 +156,7 @@ class DesignSession:
         planner: Any = None,
         hooks: SessionHooks | None = None,
     ) -> None:
-        self.work = Path(work_dir)
+        self.work = Path(work_dir).resolve()  # absolute: paths in the state and the report stay valid from any cwd
         if self.work.exists() and not self.work.is_dir():
             raise InputError(f"session folder {self.work} is an existing file")
         self.work.mkdir(parents=True, exist_ok=True)
