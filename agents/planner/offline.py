@@ -334,6 +334,7 @@ class _Draft:
     open_cue: str | None = None
     lattice: tuple[str, int, int, str] | None = None  # (template, first token, last token, phrase)
     motif_element: tuple[str, str] | None = None  # (symbol, phrase)
+    alternatives: list[list[str]] = field(default_factory=list)  # "Sn, Ge or Ga": one of them, the model's pick
     coordination: list[_Coordination] = field(default_factory=list)
     volume: tuple[float | list[float], str] | None = None
     density: tuple[float, str | None, str] | None = None  # (g/cm3, comparison, phrase)
@@ -887,6 +888,43 @@ def _read_mentions(t: _Text, d: _Draft) -> None:
             d.use(tok.text, f"element {symbol}")
 
 
+def _read_alternatives(t: _Text, d: _Draft) -> None:
+    """Element mentions joined by "or" ("Sn or Ge", "Sn, Ge or Ga"): the crystal needs one of them, not all.
+
+    A chain is consecutive mentions separated by a comma (adjacent tokens) or by the word "or"; it counts as
+    alternatives when at least one link is "or". The "or" words are taken (used)."""
+    chain: list[_Mention] = []
+    has_or = False
+    or_tokens: list[int] = []
+
+    def close() -> None:
+        nonlocal chain, has_or, or_tokens
+        if has_or and len(chain) > 1:
+            symbols = list(dict.fromkeys(m.symbol for m in chain))
+            if len(symbols) > 1:
+                d.alternatives.append(symbols)
+                for i in or_tokens:
+                    t.take(t.tokens[i].start, t.tokens[i].end)
+                d.use(" or ".join(symbols), "one of these elements (the model's choice)")
+        chain, has_or, or_tokens = [], False, []
+
+    for m in sorted(d.mentions, key=lambda m: m.token):
+        if chain:
+            prev = chain[-1]
+            between = t.text[t.tokens[prev.token].end:t.tokens[m.token].start]
+            if m.token - prev.token == 2 and t.tokens[prev.token + 1].text.lower() == "or":
+                chain.append(m)
+                has_or = True
+                or_tokens.append(prev.token + 1)
+                continue
+            if m.token - prev.token == 1 and between.strip() == ",":
+                chain.append(m)
+                continue
+            close()
+        chain = [m]
+    close()
+
+
 def _check_unknown_symbols(t: _Text) -> None:
     """A free token shaped like an element symbol that is none ("Qz"; anything after "element") is an error."""
     for i, tok in enumerate(t.tokens):
@@ -1032,18 +1070,25 @@ def _resolve_chemistry(d: _Draft, facts: GeneratorFacts) -> _Chemistry | None:
             raise PlanningError(f"{d.values['chemistry.n_elements'][1].strip()!r} ({n_stated} elements) contradicts "
                                 f"the system {'-'.join(system)} ({len(system)} elements)")
         return _Chemistry(list(system), list(system), len(system))
-    if n_stated and n_stated < len(named):
+    # "Sn or Ge": one element of each alternatives group is needed, the others are only allowed.
+    optional = {e for group in d.alternatives for e in group}
+    if d.motif_element is not None:
+        optional.discard(d.motif_element[0])
+    n_needed = len(named) - sum(len(g) - 1 for g in d.alternatives)
+    if n_stated and n_stated < n_needed:
         raise PlanningError(f"{d.values['chemistry.n_elements'][1].strip()!r} ({n_stated} element"
                             f"{'s' if n_stated > 1 else ''}) but {len(named)} are required: {', '.join(named)}")
     # Named elements are the whole system ("kagome net of Mn with Sn" is Mn-Sn), unless the goal leaves room:
     # a larger element count, "containing", or only the motif's own element named ("a kagome net of Mn":
     # the atoms around the net are the model's choice, not more Mn).
     motif_only = d.motif_element is not None and named == [d.motif_element[0]]
-    closed = bool(named) and d.open_cue is None and not motif_only and (not n_stated or n_stated == len(named))
+    closed = bool(named) and d.open_cue is None and not motif_only and (not n_stated or n_stated == n_needed)
     if closed:
         d.notes.append(f"allowed elements: only those named ({', '.join(named)}); name a system, say 'ternary' "
                        f"or 'containing' to leave room for others")
-        return _Chemistry(named, named, len(named))
+        if optional:
+            d.notes.append(f"one of {' / '.join(', '.join(g) for g in d.alternatives)} per crystal: the model's pick")
+        return _Chemistry(named, [e for e in named if e not in optional], n_needed)
     elements: list[str] = []
     if d.excluded:
         allowed = [e for e in facts.vocab if e not in d.excluded]
@@ -1052,7 +1097,7 @@ def _resolve_chemistry(d: _Draft, facts: GeneratorFacts) -> _Chemistry | None:
                        f"({len(elements)} left)")
     elif named:
         d.notes.append("other elements: the model's choice")
-    return _Chemistry(elements, named, n_stated or 0)
+    return _Chemistry(elements, [e for e in named if e not in optional], n_stated or 0)
 
 
 def _check_exclusions(d: _Draft, named: list[str]) -> None:
@@ -1239,6 +1284,7 @@ class OfflinePlanner:
         _read_systems(t, d)
         _read_anions_and_openness(t, d)
         _read_mentions(t, d)
+        _read_alternatives(t, d)
         _check_unknown_symbols(t)
         _bind_motif(t, d)
         _bind_coordination(d)

@@ -51,6 +51,13 @@ LICOO = ["Li", "Co", "O"]
 
 # (goal, {field path: expected value})
 CASES: list[tuple[str, dict[str, Any]]] = [
+    # "or" between elements: one of them per crystal, the others only allowed
+    ("a kagome net of Mn with Sn or Ge", {"motif": ("kagome", "Mn"), "chemistry.elements": ["Mn", "Sn", "Ge"],
+                                          "chemistry.required": ["Mn"], "chemistry.n_elements": 2}),
+    ("a kagome net of Mn with Sn, Ge or Ga", {"chemistry.elements": ["Mn", "Sn", "Ge", "Ga"],
+                                              "chemistry.required": ["Mn"], "chemistry.n_elements": 2}),
+    ("oxides of Mn or Fe", {"chemistry.elements": ["Mn", "Fe", "O"], "chemistry.required": ["O"],
+                            "chemistry.n_elements": 2}),
     # lattices, their synonyms and how the motif element is named
     ("kagome net of Mn with Sn", {"motif": ("kagome", "Mn"), "chemistry.elements": ["Mn", "Sn"],
                                   "chemistry.required": ["Mn", "Sn"], "chemistry.n_elements": 2}),
