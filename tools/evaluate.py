@@ -566,8 +566,9 @@ class ConstraintSummary(BaseModel):
 
 def check_constraints(candidates: Sequence[Candidate]) -> ConstraintSummary | None:
     """Judge each constrained candidate against its spec: a motif is detected again in the relaxed structure
-    (``motif_retained``); ``constraints_satisfied`` = motif exact and retained (if there is a motif) and every
-    guidance term met at the end of sampling (if there are terms). None when no candidate carries a
+    (``motif_retained``); ``constraints_satisfied`` = motif exact and retained (if there is a motif), every
+    guidance term met at the end of sampling (if there are terms) and every required element present (when
+    the sampler could not guarantee it). None when no candidate carries a
     constraint. Unrelaxed motif candidates keep ``motif_retained`` = None: not judged, not failed."""
     from tessera.tools.isolation import attempt
     from tessera.tools.motif import detect_motif
@@ -578,7 +579,7 @@ def check_constraints(candidates: Sequence[Candidate]) -> ConstraintSummary | No
         return None
     for c in constrained:
         record = c.provenance["constraints"]
-        guidance_ok = record.get("guidance_met", True)
+        guidance_ok = record.get("guidance_met", True) and record.get("required_met", True)
         motif = record.get("motif")
         if not motif:
             c.provenance["constraints_satisfied"] = bool(guidance_ok)

@@ -38,6 +38,8 @@ class SampleParams(BaseModel):
     seed: int = Field(0, description="random seed (same seed, same crystals)")
     atoms: int = Field(0, ge=0, description="atoms per cell (0: drawn from the training prior)")
     elements: list[str] = Field(default_factory=list, description="allowed element symbols (empty: all)")
+    required: list[str] = Field(default_factory=list, description="elements every crystal should contain (checked "
+                                "and recorded per crystal; the sampler does not force them)")
     n_elements: int = Field(0, ge=0, description="distinct elements per crystal (0: drawn from the data)")
     checkpoint: Path = Field(SHIPPED_CHECKPOINT, description="weights file")
     steps: int = Field(0, ge=0, description="reverse steps (0: the sampler config's)")
@@ -53,7 +55,7 @@ class SampleParams(BaseModel):
     def from_spec(cls, spec: DesignSpec, *, out: Path, **options: Any) -> "SampleParams":
         """Sampling settings of a DesignSpec (``options``: checkpoint, steps, sampler settings, threads)."""
         return cls(out=out, n=spec.budgets.samples, seed=spec.seed, atoms=spec.chemistry.atoms,
-                   elements=list(spec.chemistry.elements), n_elements=spec.chemistry.n_elements, motif=spec.motif,
+                   elements=list(spec.chemistry.elements), required=list(spec.chemistry.required), n_elements=spec.chemistry.n_elements, motif=spec.motif,
                    guidance=list(spec.guidance), guidance_options=spec.guidance_options,
                    spec_hash=spec.spec_hash(), **options)
 
@@ -170,6 +172,14 @@ def sample_crystals(
     if params.atoms > len(model.n_atoms_prior):
         warn(f"{params.atoms} atoms is beyond the training range (<= {len(model.n_atoms_prior)})")
     constraint = motif_constraint(params, model) if params.motif is not None else None
+    # Required elements are guaranteed only when the allowed set is exactly them and each crystal takes them all
+    # (the element budget), or the motif places the one required element; otherwise each crystal is checked.
+    unforced = sorted(set(params.required) - ({params.motif.element} if params.motif is not None else set()))
+    guaranteed = (set(params.elements) == set(params.required) and params.n_elements == len(set(params.required)))
+    check_required = bool(unforced) and not guaranteed
+    if check_required:
+        warn(f"required elements {', '.join(unforced)} are not forced by the sampler: crystals without them are "
+             f"recorded as not meeting the spec")
     from tessera.tools.steering import build_guidance, guidance_record
 
     guidance = build_guidance(params.guidance, params.guidance_options or default_guidance_options(), model.vocab)
@@ -207,13 +217,18 @@ def sample_crystals(
         candidates = []
         for i, s in enumerate(structures):
             provenance = {"seed": params.seed, "index": i, **lineage}
-            if params.motif is not None or params.guidance:
+            if params.motif is not None or params.guidance or check_required:
                 record = motif_exact_record(s, params.motif, constraint) if params.motif is not None else {}
                 if params.guidance:
                     record["guidance"] = term_records[i]
                     record["guidance_met"] = all(t["met"] for t in term_records[i])
+                if check_required:
+                    present = {el.symbol for el in s.composition.elements}
+                    record["required"] = list(params.required)
+                    record["required_met"] = set(params.required) <= present
                 provenance["constraints"] = record
-                provenance["constraints_satisfied"] = record.get("motif_exact", True) and record.get("guidance_met", True)
+                provenance["constraints_satisfied"] = (record.get("motif_exact", True) and record.get("guidance_met", True)
+                                                       and record.get("required_met", True))
             candidates.append(Candidate.from_structure(s, id=f"gen-s{params.seed}-{i:05d}", source=f"sample:{ckpt_name}",
                                                        provenance=provenance))
         cif_paths = [params.out / f"{c.id}.cif" for c in candidates]
