@@ -8,7 +8,9 @@
 - syncing the folder into the store keeps a job's pending or missed next run time unless its cron
   expression changed; files removed from the folder lose their jobs;
 - a campaign still running (its flock is held, by this process or any other) is skipped, never started
-  twice; a campaign that fails is one line in the log and the scheduler goes on.
+  twice; a campaign that fails is one line in the log and the scheduler goes on;
+- a run counts as done once it is handed to a worker: a scheduler killed mid-run does not start it again,
+  ``tessera campaign resume SESSION`` continues it from its last finished step.
 
 Every decision lands in ``<root>/schedule_log.jsonl`` (time, campaign, action started/skipped/finished/
 failed, session id, message; a failure's traceback in ``detail``). One scheduler works a root at a time
@@ -23,24 +25,32 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import threading
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_JOB_REMOVED,
+    EVENT_JOB_SUBMITTED,
+)
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, Field
 
 from tessera.agents.campaign import CampaignBusy, is_running, load_campaign, run_campaign
 from tessera.agents.session import SessionHooks, new_session_id
 from tessera.tools.errors import InputError, TesseraError
-
-if TYPE_CHECKING:
-    from apscheduler.schedulers.base import BaseScheduler
-    from apscheduler.triggers.cron import CronTrigger
 
 SCHEDULE_DB: str = "schedule.sqlite"
 SCHEDULE_LOG: str = "schedule_log.jsonl"
@@ -148,15 +158,13 @@ def _weekdays(field: str) -> str:
     return ",".join(parts)
 
 
-def crontab_trigger(expr: str) -> "CronTrigger":
+def crontab_trigger(expr: str) -> CronTrigger:
     """A UTC CronTrigger that fires when crontab would (ValueError naming the problem otherwise).
 
     Differences from ``CronTrigger.from_crontab`` it removes: weekday numbers count from Sunday = 0 (7 is
     Sunday too), and a day of month together with a weekday is refused, since crontab fires on either
     while APScheduler would fire only on days that are both.
     """
-    from apscheduler.triggers.cron import CronTrigger
-
     fields = expr.split()
     if len(fields) != 5:
         raise ValueError(f"{expr!r} has {len(fields)} fields; cron has 5 (minute hour day month weekday)")
@@ -315,21 +323,37 @@ def scheduler_lock(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def make_scheduler(root: Path, *, blocking: bool = False, workers: int = 1) -> "BaseScheduler":
+class _NoPassAfterShutdown:
+    """APScheduler 3's loop makes one more pass after ``shutdown()`` (it waits, wakes, then processes without
+    looking at the state). With the executors already shut down, that pass consumes every due run: it moves
+    the next run time on and fails to submit. Paused schedulers that only read or sync the store would
+    lose missed runs that way."""
+
+    state: int
+
+    def _process_jobs(self) -> float | None:
+        if self.state == STATE_STOPPED:
+            return None
+        return super()._process_jobs()  # type: ignore[misc]
+
+
+class _Background(_NoPassAfterShutdown, BackgroundScheduler):
+    pass
+
+
+class _Blocking(_NoPassAfterShutdown, BlockingScheduler):
+    pass
+
+
+def make_scheduler(root: Path, *, blocking: bool = False, workers: int = 1) -> BaseScheduler:
     """A UTC scheduler on ``<root>/schedule.sqlite`` with ``workers`` threads (not started).
 
     One worker by default: two campaigns due together run one after the other, not side by side on the
     same cores (a queued run still starts: there is no misfire grace).
     """
-    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
-    from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.schedulers.blocking import BlockingScheduler
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    cls = BlockingScheduler if blocking else BackgroundScheduler
+    cls = _Blocking if blocking else _Background
     scheduler = cls(jobstores={"default": SQLAlchemyJobStore(url=job_store_url(root))},
                     executors={"default": ThreadPoolExecutor(max_workers=workers)}, timezone=timezone.utc)
 
@@ -349,7 +373,7 @@ def make_scheduler(root: Path, *, blocking: bool = False, workers: int = 1) -> "
     return scheduler
 
 
-def sync_jobs(scheduler: "BaseScheduler", campaigns_dir: Path, root: Path, store: str | None) -> SyncReport:
+def sync_jobs(scheduler: BaseScheduler, campaigns_dir: Path, root: Path, store: str | None) -> SyncReport:
     """Make the store hold one job per campaign file in ``campaigns_dir`` that has a ``schedule``.
 
     ``scheduler`` must be started (usually paused) so that it reads and writes its job store. A job whose
@@ -362,7 +386,7 @@ def sync_jobs(scheduler: "BaseScheduler", campaigns_dir: Path, root: Path, store
         raise InputError(f"campaigns folder {folder}: no such folder (choose one with --campaigns)")
     root_text = str(Path(root).resolve())
     report = SyncReport()
-    wanted: dict[str, tuple[str, "CronTrigger"]] = {}
+    wanted: dict[str, tuple[str, CronTrigger]] = {}
     broken: set[str] = set()
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         resolved = str(path.resolve())
@@ -406,7 +430,7 @@ def sync_jobs(scheduler: "BaseScheduler", campaigns_dir: Path, root: Path, store
     return report
 
 
-def scheduled_jobs(scheduler: "BaseScheduler", root: Path) -> list[ScheduledJob]:
+def scheduled_jobs(scheduler: BaseScheduler, root: Path) -> list[ScheduledJob]:
     """The store's jobs, soonest first (the scheduler must be started)."""
     now = datetime.now(timezone.utc)
     out = []
@@ -421,7 +445,7 @@ def scheduled_jobs(scheduler: "BaseScheduler", root: Path) -> list[ScheduledJob]
 
 
 @contextlib.contextmanager
-def _paused(root: Path, *, workers: int = 1) -> Iterator["BaseScheduler"]:
+def _paused(root: Path, *, workers: int = 1) -> Iterator[BaseScheduler]:
     scheduler = make_scheduler(root, workers=workers)
     scheduler.start(paused=True)
     try:
@@ -448,8 +472,6 @@ def run_due(campaigns_dir: Path, root: Path, store: str | None, *, workers: int 
     What a cron or systemd timer (or a test) calls. A job falling due while these runs go on is left for
     the next call: processing pauses as soon as the jobs due at the start are handed to the executor.
     """
-    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, EVENT_JOB_REMOVED, EVENT_JOB_SUBMITTED
-
     root = Path(root)
     _stopping.clear()
     with scheduler_lock(root):
