@@ -202,6 +202,8 @@ class ChatSession:
 
     def _reply(self, *lines: str, table: ChatTable | None = None, after: list[str] | None = None,
                done: bool = False) -> ChatReply:
+        if table is not None and not table.rows:  # an empty table is one line, not a frame
+            lines, table = (*lines, f"{table.title}: none."), None
         return ChatReply(lines=list(lines), table=table, after=list(after or []), done=done, state=self.state)
 
     # -- one line -------------------------------------------------------------------------------------
