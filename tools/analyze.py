@@ -464,7 +464,7 @@ def assess_batch(
                     # Costly (fit_anonymous over a structure type's pool rows): only for the hits that need it.
                     proto = index.check_prototype(s, spacegroup_number=cand.spacegroup_number)
                     cand.novel_prototype, cand.prototype_matched_id = proto.novel, proto.matched_id
-            plaus = attempt(plausibility, s.composition)
+            plaus = attempt(plausibility, s)  # the structure: peroxide and polyhalide states need their bonds
             if plaus.ok and plaus.value is not None:
                 cand.plausible, cand.plausibility_note = plaus.value
             else:

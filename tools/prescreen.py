@@ -2,11 +2,15 @@
 
 Stages run in order; each answers pass/fail with a reason (:class:`tools.candidate.StageOutcome`):
 
-1. ``charge`` (:class:`ChargeNeutralityStage`): SMACT charge neutrality with the Pauling electronegativity
-   test, CDVAE's compositional-validity rule (``smact_validity``): elemental compositions and all-metal
-   alloys pass outright; otherwise some assignment of the elements' oxidation states (SMACT's 2014
-   list, as CDVAE used) must balance the charge of the gcd-reduced composition and pass the
-   electronegativity ordering test.
+1. ``charge`` (:class:`ChargeNeutralityStage`): Tessera's chemistry-aware charge check
+   (:func:`tools.measures.charge_check`, rule ``common``, the default): charge balance on common oxidation
+   states (ICSD 2024 share >= 0.5%) with mixed valence and the Pauling electronegativity test; peroxide,
+   superoxide, persulfide and polyhalide states only for atoms the structure shows in like-anion bonds
+   (O-O 1.20-1.60 A, ...), so over-oxidised LiCoO4 and LiCoO3 stop here; compositions without N, O, a
+   halogen or a chalcogen keep CDVAE's rule. Rule ``smact`` is CDVAE's compositional validity
+   (``smact_validity``, :func:`tools.measures.smact_check`) as the gate, as before issue 20: elemental
+   compositions and all-metal alloys pass outright; otherwise some assignment of one oxidation state per
+   element (SMACT's 2014 list) must balance the gcd-reduced composition and pass the electronegativity test.
 2. ``geometry`` (:class:`GeometryStage`): every periodic interatomic distance d_ij >= ``radius_scale`` *
    (r_i + r_j) with r the covalent radii (Cordero et al. 2008, as in ``ase.data.covalent_radii``), plus
    the hard d_ij >= 0.5 A rule, and SCIGEN's space-occupation ratio sum_i (4/3) pi r_i^3 / V_cell below
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from ase.data import covalent_radii
@@ -37,7 +41,7 @@ from tessera.tools.config import load_config
 from tessera.tools.errors import InputError
 from tessera.tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3, sanity_problem
 from tessera.tools.isolation import attempt
-from tessera.tools.measures import smact_check  # the rule is a measure (CDVAE compositional validity)
+from tessera.tools.measures import COMMON_STATE_MIN_SHARE, charge_check, smact_check  # the rules are measures
 
 EhullFn = Callable[[Structure, float], float]
 """(structure, CHGNet energy per atom in eV/atom, uncorrected) -> energy above the hull, eV/atom."""
@@ -72,8 +76,18 @@ class _PerStructure:
 # ---------------------------------------------------------------------------------------------- stage 1
 
 
+ChargeRule = Literal["common", "smact"]
+
+
 class ChargeNeutralityStage(_PerStructure):
-    """Stage 1: SMACT charge neutrality with the electronegativity test (CDVAE's rule)."""
+    """Stage 1: the charge check.
+
+    ``rule="common"`` (default): :func:`tools.measures.charge_check` on the structure (common oxidation states,
+    polyanion states only with like-anion bonds in the structure; ``min_share``, ``use_pauling_test`` and
+    ``include_alloys`` apply). ``rule="smact"``: CDVAE's SMACT rule on the composition
+    (:func:`tools.measures.smact_check`; ``oxidation_states_set``, ``use_pauling_test``, ``include_alloys``
+    and ``max_combinations`` apply), which admits O-1 and so passes LiCoO4.
+    """
 
     name = "charge"
 
@@ -84,21 +98,31 @@ class ChargeNeutralityStage(_PerStructure):
         use_pauling_test: bool = True,
         include_alloys: bool = True,
         max_combinations: int = 1_000_000,
+        rule: ChargeRule = "common",
+        min_share: float = COMMON_STATE_MIN_SHARE,
     ) -> None:
+        if rule not in ("common", "smact"):
+            raise InputError(f"unknown charge rule '{rule}' (common, smact)")
         self.oxidation_states_set = oxidation_states_set
         self.use_pauling_test = use_pauling_test
         self.include_alloys = include_alloys
         self.max_combinations = max_combinations
+        self.rule: ChargeRule = rule
+        self.min_share = min_share
 
     def check(self, structure: Structure) -> StageOutcome:
         try:
-            ok, reason = smact_check(
-                structure.composition,
-                oxidation_states_set=self.oxidation_states_set,
-                use_pauling_test=self.use_pauling_test,
-                include_alloys=self.include_alloys,
-                max_combinations=self.max_combinations,
-            )
+            if self.rule == "common":
+                ok, reason = charge_check(structure, min_share=self.min_share, use_pauling_test=self.use_pauling_test,
+                                          include_alloys=self.include_alloys)
+            else:
+                ok, reason = smact_check(
+                    structure.composition,
+                    oxidation_states_set=self.oxidation_states_set,
+                    use_pauling_test=self.use_pauling_test,
+                    include_alloys=self.include_alloys,
+                    max_combinations=self.max_combinations,
+                )
         except InputError as exc:
             return StageOutcome(passed=False, reason=str(exc))
         return StageOutcome(passed=ok, reason=reason)
@@ -317,10 +341,15 @@ class Prescreen:
 class ChargeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    oxidation_states_set: str = "smact14"
+    rule: ChargeRule = Field(
+        "common", description="common: tools.measures.charge_check (structure-aware, common states); smact: CDVAE's rule"
+    )
+    min_share: float = Field(COMMON_STATE_MIN_SHARE, gt=0, lt=1,
+                             description="rule common: an oxidation state is common at this share of its ICSD reports")
+    oxidation_states_set: str = Field("smact14", description="rule smact: SMACT's list (smact14 as CDVAE)")
     use_pauling_test: bool = True
     include_alloys: bool = True
-    max_combinations: int = 1_000_000
+    max_combinations: int = Field(1_000_000, description="rule smact: oxidation-state combinations tried at most")
 
 
 class GeometryParams(BaseModel):
@@ -371,7 +400,8 @@ def build_prescreen(
         c = params.charge
         stages.append(ChargeNeutralityStage(
             oxidation_states_set=c.oxidation_states_set, use_pauling_test=c.use_pauling_test,
-            include_alloys=c.include_alloys, max_combinations=c.max_combinations,
+            include_alloys=c.include_alloys, max_combinations=c.max_combinations, rule=c.rule,
+            min_share=c.min_share,
         ))
     if params.geometry.enabled:
         g = params.geometry

@@ -149,7 +149,9 @@ def test_polyhalides_no_chemist_would_compute_are_flagged(formula: str) -> None:
     assert not ok and "charge-neutral" in why
 
 
-@pytest.mark.parametrize("formula", ["NaCl", "CdI2", "LiCoO2", "CsI3", "KO2", "Fe3Al", "I2"])
+# CsI3 and KO2 left this list with issue 20: as bare compositions they need I-I or O-O bonds to balance, so they
+# are plausible only as structures that show them (tests/tools/test_charge_check.py).
+@pytest.mark.parametrize("formula", ["NaCl", "CdI2", "LiCoO2", "Fe3Al", "I2"])
 def test_ordinary_compositions_are_plausible(formula: str) -> None:
     assert plausibility(formula)[0]
 
