@@ -184,7 +184,7 @@ COMMON_STATE_MIN_SHARE: float = 0.005
 ICSD (2024) assignments (SMACT's ``oxidation_states_icsd24_counts.json``). At 0.5%: Fe +2 +3 +4, Co +1..+4,
 Mn +2 +3 +4 +7, Ni +1..+4, O -2 (peroxide O-1 is 0.4% of O's assignments and is left to the structure anyway).
 On the pool's 9,778 MP ground states the structure-aware check passes 90.8% (CDVAE's SMACT rule: 89.7%; 116
-ground states lose, mostly metal-rich subnitrides, suboxides and cluster halides; 225 gain, mostly polysulfides,
+ground states lose, mostly metal-rich subnitrides, suboxides and cluster halides; 230 gain, mostly polysulfides,
 polyselenides, polytellurides, superoxides and mixed-valence oxides); 1% would drop permanganates (Mn+7 is 0.7%)."""
 
 CHARGE_ANIONS: frozenset[str] = frozenset({"N", "O", "F", "Cl", "Br", "I", "S", "Se", "Te"})
