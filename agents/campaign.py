@@ -197,9 +197,13 @@ def run_campaign(
 
 def resume_campaign(session_id: str, *, root: Path | None = None, store: str | None = None,
                     hooks: SessionHooks | None = None) -> SessionOutcome:
-    """Continue a killed or interrupted campaign session from its last finished node."""
+    """Continue a killed or interrupted session from its last finished node. ``session_id`` names a session
+    under ``root``, or is the path of any session folder (a ``tessera design --out`` folder too)."""
     root = Path(root) if root is not None else default_campaign_root()
     work = root / session_id
+    if not (work / SESSION_FILE).exists() and (Path(session_id) / SESSION_FILE).exists():
+        work = Path(session_id)  # a session folder given by path (e.g. a `tessera design` session)
+        root = work.resolve().parent
     if not (work / SESSION_FILE).exists():
         raise InputError(f"no campaign session {session_id!r} in {root}")
     meta = json.loads((work / SESSION_FILE).read_text(encoding="utf-8"))

@@ -110,12 +110,12 @@ def campaign_run(
 
 @campaign_app.command("resume")
 def campaign_resume(
-    session_id: str = typer.Argument(..., help="the session id (tessera campaign list)"),
+    session_id: str = typer.Argument(..., help="the session id (tessera campaign list), or a session folder's path"),
     root: Optional[Path] = ROOT,
     store: Optional[str] = STORE,
     json_out: bool = JSON_OPTION,
 ) -> None:
-    """Continue a killed or interrupted campaign session from its last finished step."""
+    """Continue a killed or interrupted session (a campaign's, or a `tessera design` folder) from its last finished step."""
     from tessera.agents.campaign import resume_campaign
     from tessera.cli.session_render import SessionProgress
 
