@@ -60,7 +60,7 @@ def design_command(
     from tessera.agents.planner.select import make_planner
     from tessera.agents.session import DesignSession, SessionOptions, new_session_id
     from tessera.cli.session_render import SessionProgress
-    from tessera.tools.errors import InputError
+    from tessera.tools.errors import InputError, TesseraError
     from tessera.tools.spec import parse_spec
 
     if planner not in ("auto", "llm", "offline"):
@@ -86,6 +86,8 @@ def design_command(
         try:
             outcome = session.start(goal=goal, spec=spec, options=SessionOptions(rounds=rounds, steps=steps,
                                     confirm="sevennet" if confirm else None), session_id=sid)
+        except TesseraError as exc:  # nothing finished is lost: say how to go on from the last finished step
+            raise type(exc)(f"{exc} (session kept: tessera campaign resume {work})") from None
         finally:
             session.close()
     outcome.plan = plan.model_dump(mode="json")
