@@ -7,7 +7,7 @@ cannot do its job prints one clear line on stderr and exits non-zero.
 
 from __future__ import annotations
 
-from tessera.cli import agent_cmds, chat_cmd, demo_cmd, evaluate_cmd, generator_cmds, schedule_cmd, store_cmds  # noqa: F401 - each registers its commands
+from tessera.cli import agent_cmds, chat_cmd, demo_cmd, evaluate_cmd, generator_cmds, schedule_cmd, store_cmds, tune_cmd  # noqa: F401 - each registers its commands
 from tessera.cli import plan_cmd  # noqa: F401 - registers `tessera plan`
 from tessera.cli.common import app
 
