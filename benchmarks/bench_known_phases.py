@@ -23,8 +23,12 @@ A phase passes when |E_hull(relaxed)| <= ``TOLERANCE`` (0.05 eV/atom). ``EXPECTE
 that cannot pass by construction and why (the potential's training labels, not our energy scheme); the test
 ``tests/tools/test_known_phases.py`` asserts the same panel with the same list.
 
-Run:  .venv/bin/python benchmarks/bench_known_phases.py [--sevennet] [--ids mp-22526,mp-1953] [--lemat FILE]
-      [--out benchmarks/results/known_phases.json]
+- with ``--scan N``: the energy-scheme check, CHGNet minus the label at the DFT geometry on N random pool ground
+  states (<= 12 atoms): median, mean |.|, share within TOLERANCE, and per-element offsets (a scheme bug would
+  show as an offset shared by every compound of an element).
+
+Run:  .venv/bin/python benchmarks/bench_known_phases.py [--sevennet] [--scan 2000 --seed 1] [--ids mp-22526,mp-1953]
+      [--lemat FILE] [--out benchmarks/results/known_phases.json]
 Results (a table) on stdout, progress on stderr.
 """
 
@@ -216,6 +220,44 @@ def compare_lemat(results: list[PhaseResult], path: Path) -> None:
         r.delta_lemat = {name: float(row[f"{name}_energy"]) / len(s) - raw_label for name in ("mace", "orb", "uma")}
 
 
+def scheme_scan(n: int, seed: int, *, log: Callable[[str], None] = print) -> dict[str, object]:
+    """CHGNet minus MP's MP2020-corrected DFT energy at the DFT geometry on ``n`` random pool ground states.
+
+    The check on the energy scheme behind the panel: a scheme bug shows as an offset shared by every compound of
+    an element (or of a correction type); CHGNet's own errors scatter. Returns the median, mean absolute value
+    and share within TOLERANCE of the difference (eV/atom), and per-element offsets from a ridge fit of the
+    difference on atomic fractions (eV/atom per unit fraction, elements in >= 20 structures).
+    """
+    import numpy as np
+
+    hull = ReferenceHull.default()
+    pool = load_pool()
+    pool = pool[(pool["n_atoms"] <= 12) & (pool["e_above_hull_mp"] <= 1e-6)
+                & pool["elements"].map(lambda e: set(e) <= set(hull.mu))]
+    rows = pool.sample(min(n, len(pool)), random_state=seed)
+    structures = [row_to_structure(r) for _, r in rows.iterrows()]
+    log(f"scheme scan: CHGNet on {len(structures)} pool ground states")
+    energies = static_energies(structures)
+    deltas: list[float] = []
+    fractions: list[dict[str, float]] = []
+    for s, (_, r), e in zip(structures, rows.iterrows(), energies):
+        if math.isfinite(e):
+            deltas.append(e - dft_energy_per_atom(hull, s, r["formation_energy_per_atom"]))
+            frac = s.composition.fractional_composition
+            fractions.append({el.symbol: float(frac[el]) for el in frac.elements})
+    d = np.array(deltas)
+    counts: dict[str, int] = {}
+    for f in fractions:
+        for el in f:
+            counts[el] = counts.get(el, 0) + 1
+    els = sorted(el for el, c in counts.items() if c >= 20)
+    x = np.array([[f.get(el, 0.0) for el in els] for f in fractions])
+    coef = np.linalg.solve(x.T @ x + 0.05 * np.eye(len(els)), x.T @ d)
+    offsets = dict(sorted(zip(els, map(float, coef)), key=lambda kv: -abs(kv[1])))
+    return {"n": len(d), "median": float(np.median(d)), "mean_abs": float(np.mean(np.abs(d))),
+            "share_within_tolerance": float(np.mean(np.abs(d) <= TOLERANCE)), "element_offsets": offsets}
+
+
 def table(results: list[PhaseResult]) -> str:
     """Markdown table of the panel (eV/atom)."""
     seven = any(r.e_hull_sevennet is not None for r in results)
@@ -257,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sevennet", action="store_true", help="also SevenNet-0 (static delta and relaxed E_hull)")
     ap.add_argument("--lemat", type=Path, default=LEMAT if LEMAT.exists() else None,
                     help="LeMat-Bench MP-20 energy table (parquet) for the MACE/ORB/UMA column; 'none' to skip")
+    ap.add_argument("--scan", type=int, default=0,
+                    help="also CHGNet - DFT on this many random pool ground states (the energy-scheme check)")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the --scan sample")
     ap.add_argument("--out", type=Path, default=RESULTS / "known_phases.json")
     args = ap.parse_args(argv)
     ids = [m.strip() for m in args.ids.split(",") if m.strip()] if args.ids else None
@@ -272,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.lemat is not None and str(args.lemat) != "none" and args.lemat.exists():
         compare_lemat(results, args.lemat)
     print(table(results))
+    scan = scheme_scan(args.scan, args.seed, log=log) if args.scan > 0 else None
+    if scan is not None:
+        top = ", ".join(f"{el} {v:+.3f}" for el, v in list(scan["element_offsets"].items())[:6])  # type: ignore[union-attr]
+        print(f"\nScheme check: CHGNet - DFT at the DFT geometry on {scan['n']} random pool ground states (<= 12 atoms, "
+              f"seed {args.seed}): median {scan['median']:+.3f}, mean |.| {scan['mean_abs']:.3f} eV/atom, "
+              f"{scan['share_within_tolerance']:.1%} within {TOLERANCE}; largest per-element offsets (eV/atom per unit "
+              f"atomic fraction): {top}")
     payload = {
         "tolerance_ev_atom": TOLERANCE,
         "hull": load_hull_params().model_dump(),
@@ -279,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "expected_exceptions": {m: {"e_hull": e, "why": why} for m, (e, why) in EXPECTED_EXCEPTIONS.items()},
         "seconds": time.perf_counter() - t0,
         "phases": [{k: v for k, v in asdict(r).items() if k != "relaxed_cif"} for r in results],
+        "scheme_scan": scan,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
