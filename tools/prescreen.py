@@ -19,7 +19,11 @@ Stages run in order; each answers pass/fail with a reason (:class:`tools.candida
    an energy above the hull by an injected ``ehull_fn(structure, energy_per_atom) -> eV/atom``; fails
    above ``ceiling``. Batched.
 
-More stages (a learned classifier) join by implementing :class:`PrescreenStage`. :class:`Prescreen`
+4. ``stability_model`` (:class:`StabilityModelStage`, optional, off by default): the learned stability model
+   (:mod:`tools.stability_model`) predicts the relaxed E_hull and P(stable) from CHGNet's crystal feature and
+   the single-point estimate; gates on P(stable) or a predicted-E_hull ceiling. Batched.
+
+More stages join by implementing :class:`PrescreenStage`. :class:`Prescreen`
 runs them with ``gate=True`` (a candidate stops at its first failure, later stages never see it) or
 ``gate=False`` (every stage runs on every candidate, for reports). Every stage depends on distances
 and composition only, so a rotated, translated or permuted copy gets the same outcome.
@@ -266,6 +270,78 @@ class EhullStage:
         return [self._judge(s, float(e)) for s, e in zip(structures, energies)]
 
 
+# ---------------------------------------------------------------------------------------------- stage 4 (optional)
+
+
+StabilityPredictFn = Callable[[Sequence[Structure]], tuple[Sequence[float], Sequence[float], Sequence["str | None"]]]
+"""structures -> (predicted relaxed E_hull in eV/atom, P(stable), error or None), one entry per structure."""
+
+
+class StabilityModelStage:
+    """Optional stage: the learned stability model (:mod:`tools.stability_model`) on the unrelaxed structure.
+
+    Predicts the CHGNet-relaxed E_hull and P(E_hull <= 0.1 eV/atom) from CHGNet's crystal feature, the single-point
+    energy and the single-point E_hull estimate (``ehull_fn``, as for :class:`EhullStage`). Fails when P(stable) <
+    ``min_probability`` or, when ``ceiling`` is set, when the predicted E_hull > ``ceiling`` (eV/atom); either can
+    be None (off). ``value`` is the predicted relaxed E_hull (eV/atom), so ranking by it puts the likeliest hits
+    first. The model is the newest promoted version in ``root`` (default ``data/stability/``) unless ``version``
+    names another; torch and CHGNet load on first use. ``predict_fn`` replaces the model (tests, other backends).
+    """
+
+    name = "stability_model"
+
+    def __init__(
+        self,
+        *,
+        ehull_fn: EhullFn | None = None,
+        min_probability: float | None = 0.5,
+        ceiling: float | None = None,
+        version: str = "promoted",
+        root: str | Path | None = None,
+        predict_fn: StabilityPredictFn | None = None,
+    ) -> None:
+        self.ehull_fn = ehull_fn
+        self.min_probability = min_probability
+        self.ceiling = ceiling
+        self.version = version
+        self.root = root
+        self._predict_fn = predict_fn
+        self.model_name: str = "custom" if predict_fn is not None else version
+
+    def _predictor(self) -> StabilityPredictFn:
+        if self._predict_fn is None:
+            from tessera.tools.stability_model import load_promoted
+
+            model = load_promoted(self.root, self.version)
+            self.model_name = model.name
+            ehull_fn = self.ehull_fn
+
+            def predict(structures: Sequence[Structure]):
+                return model.predict_structures(structures, ehull_fn=ehull_fn)
+
+            self._predict_fn = predict
+        return self._predict_fn
+
+    def _judge(self, e_hull: float, p_stable: float, error: str | None) -> StageOutcome:
+        if error is not None or not (math.isfinite(e_hull) and math.isfinite(p_stable)):
+            return StageOutcome(passed=False, reason=f"stability model: {error or 'no finite prediction'}")
+        note = f"P(stable) {p_stable:.2f}, predicted E_hull {e_hull:.3f} eV/atom (model {self.model_name})"
+        if self.min_probability is not None and p_stable < self.min_probability:
+            return StageOutcome(passed=False, value=e_hull, reason=f"{note} < P {self.min_probability}")
+        if self.ceiling is not None and e_hull > self.ceiling:
+            return StageOutcome(passed=False, value=e_hull, reason=f"{note} > ceiling {self.ceiling} eV/atom")
+        return StageOutcome(passed=True, value=e_hull, reason=note)
+
+    def check(self, structure: Structure) -> StageOutcome:
+        return self.check_many([structure])[0]
+
+    def check_many(self, structures: Sequence[Structure]) -> list[StageOutcome]:
+        if not structures:
+            return []
+        e_hull, p_stable, errors = self._predictor()(list(structures))
+        return [self._judge(float(e), float(p), err) for e, p, err in zip(e_hull, p_stable, errors)]
+
+
 # ---------------------------------------------------------------------------------------------- pipeline
 
 
@@ -367,6 +443,15 @@ class EhullParams(BaseModel):
     ceiling: float = Field(1.0, description="eV/atom, unrelaxed CHGNet E_hull above which a candidate stops")
 
 
+class StabilityModelParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(False, description="off until benchmarks/bench_stability_model.py shows it beats the ceiling")
+    version: str = Field("promoted", description="promoted (newest promoted version), latest, or a name like v001")
+    min_probability: float | None = Field(0.5, ge=0, le=1, description="gate: P(stable at 0.1 eV/atom) below this stops")
+    ceiling: float | None = Field(None, description="eV/atom: predicted relaxed E_hull above which a candidate stops")
+    root: str | None = Field(None, description="folder of model versions (default: data/stability)")
+
+
 class PrescreenParams(BaseModel):
     """The prescreen's settings (``configs/prescreen.yaml``); echoed into results for the audit log."""
 
@@ -375,6 +460,7 @@ class PrescreenParams(BaseModel):
     charge: ChargeParams = Field(default_factory=ChargeParams)
     geometry: GeometryParams = Field(default_factory=GeometryParams)
     ehull: EhullParams = Field(default_factory=EhullParams)
+    stability_model: StabilityModelParams = Field(default_factory=StabilityModelParams)
 
 
 def load_prescreen_params(path: str | Path | None = None) -> PrescreenParams:
@@ -389,10 +475,11 @@ def build_prescreen(
     energy_fn: EnergyFn | None = None,
     extra_stages: Sequence[PrescreenStage] = (),
 ) -> Prescreen:
-    """The standard pipeline: charge -> geometry -> [extra_stages] -> ehull.
+    """The standard pipeline: charge -> geometry -> [extra_stages] -> ehull -> [stability_model].
 
-    The ehull stage is included only when ``ehull_fn`` is given and ``params.ehull.enabled``. Extra
-    stages (a classifier) run after the cheap checks and before CHGNet.
+    The ehull stage is included only when ``ehull_fn`` is given and ``params.ehull.enabled``; the learned
+    stability model only when ``ehull_fn`` is given and ``params.stability_model.enabled`` (off by default).
+    Extra stages run after the cheap checks and before CHGNet.
     """
     params = params or PrescreenParams()
     stages: list[PrescreenStage] = []
@@ -410,4 +497,8 @@ def build_prescreen(
     stages.extend(extra_stages)
     if params.ehull.enabled and ehull_fn is not None:
         stages.append(EhullStage(ehull_fn=ehull_fn, ceiling=params.ehull.ceiling, energy_fn=energy_fn))
+    if params.stability_model.enabled and ehull_fn is not None:
+        m = params.stability_model
+        stages.append(StabilityModelStage(ehull_fn=ehull_fn, min_probability=m.min_probability, ceiling=m.ceiling,
+                                          version=m.version, root=m.root))
     return Prescreen(stages=stages, gate=params.gate)
