@@ -207,7 +207,7 @@ def resume_campaign(session_id: str, *, root: Path | None = None, store: str | N
     if not (work / SESSION_FILE).exists():
         raise InputError(f"no campaign session {session_id!r} in {root}")
     meta = json.loads((work / SESSION_FILE).read_text(encoding="utf-8"))
-    with campaign_lock(root, str(meta.get("campaign") or session_id)):
+    with campaign_lock(root, str(meta.get("campaign") or work.name)):
         session = _session(work, store if store is not None else meta.get("store"), hooks)
         try:
             return session.resume()
