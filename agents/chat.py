@@ -239,13 +239,15 @@ class ChatSession:
         m = re.match(r"(?:new\s+goal|goal|design)\s*[:\-]?\s+(.+)$", text, flags=re.I | re.S)
         if m:
             return self._propose(m.group(1).strip(), replacing=self.state == "proposed")
-        if re.fullmatch(r"(approve|approved|yes|y|ok|okay|run|go|run it|go ahead|approve it|approve the spec|"
-                        r"approve spec|approve the plan|looks good|lgtm)", low):
+        # "approve it" / "reject it" mean the spec while one is proposed, else the last candidate named.
+        about_spec = self.state == "proposed" or not re.match(r"(approve|reject|drop) it\b", low)
+        if about_spec and re.fullmatch(r"(approve|approved|yes|y|ok|okay|run|go|run it|go ahead|approve it|"
+                                       r"approve the spec|approve spec|approve the plan|looks good|lgtm)", low):
             return self._approve_spec()
         m = re.fullmatch(r"(?:reject|discard|cancel|no|drop)(?: (?:it|the spec|spec|the plan|plan))?"
-                         r"(?:\s*(?:because|since|as|:)\s*(.*))?", low)
-        if m:
-            return self._reject_spec(m.group(1))
+                         r"(?:\s*(?:because|since|as|:)\s*(.*?))?[\s?!.]*", text, flags=re.I | re.S)
+        if about_spec and m:
+            return self._reject_spec((m.group(1) or "").strip() or None)
         m = re.match(r"(approve|reject)\s+(\S+)(?:\s+(?:because|since|as|for|:)\s*(.*?))?\s*$", text, flags=re.I | re.S)
         if m:
             return self._review(m.group(1).lower(), m.group(2), (m.group(3) or "").strip() or None)
@@ -595,7 +597,9 @@ def _top_request(low: str) -> int | None:
     if m:
         n = _number(m.group(1))
         return max(1, n or DEFAULT_TOP)
-    if re.search(r"\bmost\s+stable\b|\bstablest\b|\blowest e_?hull\b", low):
+    # Without a number, only as a request ("show ...", "which are ..."): "the most stable Li-Co-O oxide" is a goal.
+    if re.search(r"\bmost\s+stable\b|\bstablest\b|\blowest e_?hull\b", low) and re.match(
+            r"(show|list|give|print|display|what|which|tell|most stable|the most stable( ones| candidates)?$)", low):
         return DEFAULT_TOP
     if re.fullmatch(r"(show |list )?(me )?(the |all )?(results|all|table|candidates|everything|all candidates)", low):
         return 0
@@ -874,7 +878,7 @@ def explain_candidate(c: Any, *, threshold: float = STABLE_E_HULL) -> list[str]:
                    f"eV/atom" + (", unique" if c.unique else "") + (", novel" if c.novel else ""))
     if prescreen:
         detail.append("prescreen: " + "; ".join(
-            f"{name} {'passed' if o.passed else 'FAILED'}" + (f" ({o.reason})" if o.reason else "")
+            f"{name} {'passed' if o.passed else 'FAILED'}" + (f" ({o.reason})" if o.reason and name != failed else "")
             for name, o in prescreen.items()))
     if record is not None and record.relaxed:
         detail.append(f"relaxation: CHGNet, {record.relax_steps if record.relax_steps is not None else '?'} steps, "
