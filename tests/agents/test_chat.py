@@ -206,6 +206,7 @@ def test_a_new_goal_replaces_the_plan_and_reject_drops_it(fresh: ChatSession) ->
 
 @pytest.mark.parametrize("line, n", [("show the five most stable", 5), ("top 3", 3), ("ten most stable", 10),
                                      ("what are the most stable ones", 5), ("show the best two", 2),
-                                     ("results", 0), ("show the hits", -1), ("why was x rejected", None)])
+                                     ("results", 0), ("show the hits", -1), ("why was x rejected", None),
+                                     ("the most stable li-co-o oxide, 8 atoms", None)])
 def test_follow_up_rules_read_number_words(line: str, n: int | None) -> None:
     assert _top_request(line) == n
