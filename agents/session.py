@@ -515,6 +515,7 @@ def _assess(session: DesignSession, state: SessionState) -> dict[str, Any]:
         params = _evaluate_params(spec, opts)
         for step in iter_assess(candidates, params, journal=RelaxJournal(path=stage.parent / "relax_progress.jsonl")):
             _emit(session, step)
+        n_repeats = mark_repeats(candidates, session_candidates(session.work, before_round=k))
         constraints = check_constraints(candidates)
         write_candidates(candidates, stage)
         summary = summarize(candidates, params, time.perf_counter() - t0, ReferenceHull.scheme_name())
@@ -522,7 +523,8 @@ def _assess(session: DesignSession, state: SessionState) -> dict[str, Any]:
         n_sun_c = constraints.n_sun_c if constraints is not None else None
         return {"n": summary.n_inputs, "n_prescreen_passed": summary.n_prescreen_passed,
                 "n_relaxed": summary.n_relaxed, "n_stable": summary.n_stable, "n_on_hull": summary.n_stable_le0,
-                "n_sun": summary.n_sun, "n_sun_c": n_sun_c, "n_confirmed": summary.n_confirmed}
+                "n_sun": summary.n_sun, "n_sun_c": n_sun_c, "n_confirmed": summary.n_confirmed,
+                "n_repeats_of_earlier_rounds": n_repeats}
 
     result, ran = session.ledger.once(k, "assess", call)
     if ran:
@@ -613,10 +615,36 @@ def _emit(session: DesignSession, step: Any) -> None:
 # ------------------------------------------------------------------------------------------------- results
 
 
-def session_candidates(work_dir: Path) -> list[Any]:
-    """Every assessed candidate of a session (all rounds), as tools.candidate.Candidate."""
+def mark_repeats(candidates: list[Any], earlier: list[Any]) -> int:
+    """Uniqueness across the session: a candidate unique in its round but matching (StructureMatcher, the
+    analyze tool's tolerances) a unique relaxed candidate of an earlier round becomes ``unique = False``, so
+    S.U.N. counts a structure once per session. Returns how many were marked."""
+    from tessera.tools.analyze import MatchParams, matcher
+
+    seen: dict[str, list[Any]] = {}
+    for c in earlier:
+        if c.unique and c.relaxed and c.formula:
+            seen.setdefault(c.formula, []).append(c.structure())
+    sm = matcher(MatchParams())
+    marked = 0
+    for c in candidates:
+        if not (c.unique and c.relaxed and c.formula in seen):
+            continue
+        s = c.structure()
+        if any(sm.fit(s, other) for other in seen[c.formula]):
+            c.unique = False
+            c.provenance["repeat_of_earlier_round"] = True
+            marked += 1
+    return marked
+
+
+def session_candidates(work_dir: Path, *, before_round: int | None = None) -> list[Any]:
+    """Every assessed candidate of a session (all rounds, or those before ``before_round``), as
+    tools.candidate.Candidate."""
     out: list[Any] = []
     for round_dir in sorted(Path(work_dir).glob("round-*")):
+        if before_round is not None and int(round_dir.name.split("-")[1]) >= before_round:
+            continue
         stage = round_dir / "eval" / "candidates.jsonl"
         if stage.exists() and (round_dir / "eval" / "summary.json").exists():
             out.extend(_read_stage(stage))
