@@ -127,7 +127,31 @@ LIGHT_COLUMNS: list[str] = [
 
 
 class StoredCandidate(BaseModel):
-    """A candidate as the store holds it: the Candidate plus run, round, review and search fields."""
+    """A candidate as the store holds it: one row of ``Store.search``, ``Store.nearest``, ``Store.get``.
+
+    Identity and lineage: ``id`` (the same from sampling to review), ``run_id`` (the run that recorded this
+    row; one id can be in several runs), ``round``, ``recorded_at`` (UTC), ``checkpoint_hash`` (SHA-256 of
+    the generator weights), ``seed``, ``spec_hash`` (the DesignSpec), ``code_version``, ``content_hash``
+    (SHA-256 of the full record, checked by ``Store.verify_run``).
+
+    Chemistry: ``formula`` (reduced), ``elements``, ``chemsys`` (e.g. "Co-Li-O"), ``n_atoms`` (in the cell),
+    ``spacegroup`` / ``spacegroup_number`` (spglib, symprec 0.1 A).
+
+    Judgement (None = the stage did not run): ``prescreen_passed`` / ``prescreen_failed_stage``,
+    ``relaxed``, ``converged``, ``energy_per_atom`` (eV/atom, CHGNet, raw), ``e_hull`` (eV/atom above the
+    shipped reference hull, CHGNet; negative = below it), ``stable`` (E_hull <= 0.1 eV/atom), ``on_hull``
+    (E_hull <= 0), ``e_hull_confirm`` and ``confirmed`` (the second judge, SevenNet, agrees within 0.1),
+    ``unique`` (in its run), ``novel`` (no match in the reference pool), ``novel_prototype`` (no match even
+    with species ignored), ``plausible`` (False flags compositions such as CdI10),
+    ``constraints_satisfied`` (meets the DesignSpec), ``error`` (why it stopped, one line).
+
+    Review: ``review_status`` ("pending", "approved", "rejected"), ``reviewer``, ``review_note``,
+    ``reviewed_at``. ``distance``: fingerprint distance to the query, from ``Store.nearest`` only.
+
+    Fetched with ``with_record=True`` (``Store.get`` always is): ``.candidate()`` gives the full
+    :class:`tessera.tools.candidate.Candidate` (every stage's values and reasons), ``.structure()`` the
+    final pymatgen Structure (relaxed when relaxation ran).
+    """
 
     model_config = ConfigDict(extra="ignore")
 
