@@ -63,3 +63,17 @@ def test_help_of_every_command_imports_no_heavy_module() -> None:
     heavy = sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY))
     assert not heavy, f"--help imported {heavy}"
     assert "pymatgen.core.structure" not in loaded and "torch" not in loaded  # the two the issue names first
+
+
+def test_bench_startup_runs() -> None:
+    """benchmarks/bench_startup.py still runs (help commands only, one process each; the times are not judged)."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_startup.py"
+    proc = subprocess.run([sys.executable, str(script), "--repeat", "1", "--no-store", "--json"], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout)
+    commands = {r["command"] for r in got["rows"]}
+    assert {"tessera --help", "tessera store search --help"} <= commands
+    assert all(r["exit_codes"] == [0] and r["median_s"] > 0 and "cpu_median_s" in r for r in got["rows"])
