@@ -303,6 +303,20 @@ class ReferenceHull:
             n_excluded_ids=len(self.exclude_ids),
         )
 
+    def decomposition(self, structure: Structure, energy_per_atom: float) -> list[tuple[str, float, str]]:
+        """The hull phases that set E_hull: ``(reduced formula, atomic fraction, material id)``, largest share
+        first; fractions sum to 1, end points have id ``element:X``. For an entry that is not a hull vertex
+        the phases depend on the composition only (the hull facet below it); the energy (eV/atom, model,
+        uncorrected) is validated and placed exactly as in :meth:`e_hull`, whose errors this raises."""
+        result = self.e_hull(structure, energy_per_atom)
+        comp = structure.composition
+        entry = PDEntry(comp, result.formation_energy_per_atom * comp.num_atoms, name=comp.reduced_formula)
+        decomp, _ = self.phase_diagram(chemical_system(comp)).get_decomp_and_e_above_hull(
+            entry, allow_negative=True, check_stable=False)
+        parts = [(phase.composition.reduced_formula, float(amount), str(phase.attribute))
+                 for phase, amount in decomp.items()]
+        return sorted(parts, key=lambda p: (-p[1], p[2]))
+
     def e_hull_value(self, structure: Structure, energy_per_atom: float) -> float:
         """Just the number (eV/atom): the ``EhullFn`` the prescreen's E_hull stage takes."""
         return self.e_hull(structure, energy_per_atom).e_hull
