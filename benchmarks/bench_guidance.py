@@ -98,18 +98,11 @@ def _goal(target: Any) -> float:
 
 
 def _measure(terms: list, candidates: list, vocab: list[int]) -> list[list[dict[str, Any]]]:
-    """The guidance records of already-sampled crystals (one-hot types), as the guided run writes them."""
-    import numpy as np
-    import torch
+    """The guidance records of already-sampled crystals, as the guided run writes them (``vocab`` is unused:
+    tools.spec_check builds one from the crystals)."""
+    from tessera.tools.spec_check import measure_guidance
 
-    from tessera.generators.crystal import collate
-    from tessera.tools.steering import guidance_record
-
-    lookup = {z: i for i, z in enumerate(vocab)}
-    structures = [c.structure() for c in candidates]
-    batch = collate([s.lattice.matrix for s in structures], [s.frac_coords for s in structures],
-                    [np.array([lookup[z] for z in s.atomic_numbers]) for s in structures])
-    return guidance_record(terms, batch, vocab)
+    return measure_guidance(terms, [c.structure() for c in candidates])
 
 
 def main() -> int:

@@ -27,6 +27,8 @@ def evaluate_command(
     exclude_id: list[str] = typer.Option([], "--exclude-id", help="material id to leave out of hull and novelty pool"),
     confirm: Optional[str] = typer.Option(
         None, "--confirm", help="second judge for CHGNet's stable candidates: sevennet, or none (default: configs/judge.yaml)"),
+    spec: Optional[Path] = typer.Option(
+        None, "--spec", help="DesignSpec file: judge every input against its motif, guidance targets and required elements"),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """Prescreen, relax (CHGNet), hull and analyze the given structures; write OUT/candidates.jsonl."""
@@ -41,9 +43,13 @@ def evaluate_command(
         raise InputError(f"--confirm {confirm}: choose sevennet or none")
     confirm_override = {} if confirm is None else {"confirm": None if confirm == "none" else confirm}
     relax_overrides = {k: v for k, v in {"fmax": fmax, "steps": steps, "max_seconds": max_seconds}.items() if v is not None}
+    from tessera.tools.spec import load_spec
+
+    design = load_spec(spec) if spec is not None else None  # a bad spec file is one line before any work
     params = EvaluateFilesParams(
         paths=paths,
         out=out,
+        spec=design,
         evaluate=EvaluateParams(
             gate=gate,
             prescreen=load_prescreen_params(),

@@ -44,6 +44,7 @@ from tessera.tools.relax import (
     relax_many,
 )
 from tessera.tools.runlog import RunLog, RunOpener
+from tessera.tools.spec import DesignSpec
 
 GEOMETRY_STAGE = "geometry"
 EHULL_STAGE = "ehull"
@@ -617,6 +618,7 @@ class EvaluateFilesParams(BaseModel):
     paths: list[Path] = Field(description="structure files or folders (CIF, POSCAR, extxyz, pymatgen JSON)")
     out: Path = Field(description="output folder for candidates.jsonl, summary.json and the relaxation journal")
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    spec: DesignSpec | None = Field(None, description="a DesignSpec whose constraints every input is judged against")
 
 
 class EvaluateFilesResult(BaseModel):
@@ -699,6 +701,10 @@ def evaluate_files(
     candidates = from_records + candidates_of(read)
     if not candidates:
         raise InputError(f"no structure files found in {', '.join(str(p) for p in params.paths)}")
+    if params.spec is not None:  # judged against the spec given now (motif, guidance terms, required elements)
+        from tessera.tools.spec_check import attach_spec
+
+        attach_spec(candidates, params.spec)
     for i, cand in enumerate(candidates):
         if on_step is not None:
             on_step(EvalStep("read", i, len(candidates), cand))
@@ -706,7 +712,9 @@ def evaluate_files(
     run = None
     if open_run is not None:
         run = open_run("evaluate", {"inputs": [str(p) for p in params.paths], "out": str(out),
-                                    **params.evaluate.model_dump(mode="json")})
+                                    **params.evaluate.model_dump(mode="json"),
+                                    **({"spec": params.spec.model_dump(mode="json"), "spec_hash": params.spec.spec_hash()}
+                                       if params.spec is not None else {})})
     log_relax = relax_logger(run) if run is not None else None
 
     def each_step(step: EvalStep) -> None:
