@@ -325,10 +325,11 @@ def session_section(
     if spec:
         out.append(f"<details open><summary>DesignSpec</summary><pre>{e(json.dumps(spec, indent=1))}</pre></details>")
     if rounds:
-        head = ("round", "seed", "sampled", "passed prescreen", "relaxed", "stable (<= 0.1)", "E_hull <= 0", "S.U.N.",
-                "S.U.N.-C", "hit rate (stable / relaxed)", "seconds")
-        keys = ("round", "seed", "n_sampled", "n_prescreen_passed", "n_relaxed", "n_stable", "n_on_hull", "n_sun",
-                "n_sun_c", "hit_rate", "seconds")
+        head = ("round", "seed", "sampled", "motif exact", "guidance met", "passed prescreen", "relaxed",
+                "motif retained", "stable (<= 0.1)", "E_hull <= 0", "S.U.N.", "S.U.N.-C", "hit rate (stable / relaxed)",
+                "model", "seconds")
+        keys = ("round", "seed", "n_sampled", "n_motif_exact", "n_guidance_met", "n_prescreen_passed", "n_relaxed",
+                "n_motif_retained", "n_stable", "n_on_hull", "n_sun", "n_sun_c", "hit_rate", "model_version", "seconds")
         out.append("<h3>Rounds</h3><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
         for r in rounds:
             out.append("<tr>" + "".join(f"<td>{_fmt(r.get(k))}</td>" for k in keys) + "</tr>")

@@ -107,7 +107,11 @@ class RoundSummary(BaseModel):
     n_on_hull: int
     n_sun: int
     n_sun_c: int | None = Field(None, description="S.U.N. and meeting the spec (None: the spec has no constraint)")
+    n_motif_exact: int | None = Field(None, description="the motif found at the end of sampling")
+    n_motif_retained: int | None = Field(None, description="relaxed and the motif still found")
+    n_guidance_met: int | None = Field(None, description="every guidance term within tolerance at the end of sampling")
     hit_rate: float | None = Field(None, description="n_stable / n_relaxed: the share of relaxations that ended stable")
+    model_version: str | None = Field(None, description="the stability model the prescreen used this round, if any")
     seconds: float
 
 
@@ -521,7 +525,9 @@ def _assess(session: DesignSession, state: SessionState) -> dict[str, Any]:
         summary = summarize(candidates, params, time.perf_counter() - t0, ReferenceHull.scheme_name())
         (stage.parent / "summary.json").write_text(summary.model_dump_json(indent=1) + "\n", encoding="utf-8")
         n_sun_c = constraints.n_sun_c if constraints is not None else None
-        return {"n": summary.n_inputs, "n_prescreen_passed": summary.n_prescreen_passed,
+        motif_guidance = ({"n_motif_exact": constraints.n_motif_exact, "n_motif_retained": constraints.n_motif_retained,
+                           "n_guidance_met": constraints.n_guidance_met} if constraints is not None else {})
+        return {**motif_guidance, "n": summary.n_inputs, "n_prescreen_passed": summary.n_prescreen_passed,
                 "n_relaxed": summary.n_relaxed, "n_stable": summary.n_stable, "n_on_hull": summary.n_stable_le0,
                 "n_sun": summary.n_sun, "n_sun_c": n_sun_c, "n_confirmed": summary.n_confirmed,
                 "n_repeats_of_earlier_rounds": n_repeats}
@@ -560,7 +566,8 @@ def _decide(session: DesignSession, state: SessionState) -> dict[str, Any]:
         round=k, seed=int((sampled.get("result") or {}).get("seed", spec.seed + k)), n_sampled=int(res.get("n", 0)),
         n_prescreen_passed=int(res.get("n_prescreen_passed", 0)), n_relaxed=int(res.get("n_relaxed", 0)),
         n_stable=int(res.get("n_stable", 0)), n_on_hull=int(res.get("n_on_hull", 0)), n_sun=int(res.get("n_sun", 0)),
-        n_sun_c=res.get("n_sun_c"),
+        n_sun_c=res.get("n_sun_c"), n_motif_exact=res.get("n_motif_exact"), n_motif_retained=res.get("n_motif_retained"),
+        n_guidance_met=res.get("n_guidance_met"),
         hit_rate=(int(res.get("n_stable", 0)) / int(res["n_relaxed"])) if res.get("n_relaxed") else None,
         seconds=round(seconds, 2),
     )
