@@ -116,8 +116,8 @@ class PruningOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_share: float = Field(0.1, ge=0, le=1, description="prune below this constraint-satisfaction share (0: off)")
-    percentile: float | None = Field(25.0, gt=0, lt=100, description="prune below this percentile of finished "
-                                     "trials' shares (None: off)")
+    percentile: float | None = Field(25.0, gt=0, lt=100, description="prune a share in the bottom this many "
+                                     "percent of the finished trials' shares (None: off)")
     n_startup_trials: int = Field(4, ge=0, description="finished trials before the percentile rule applies")
 
 
@@ -404,7 +404,10 @@ class ShareGate(optuna.pruners.BasePruner):
 
     def __init__(self, options: PruningOptions) -> None:
         self.floor = optuna.pruners.ThresholdPruner(lower=options.min_share) if options.min_share > 0 else None
-        self.percentile = (optuna.pruners.PercentilePruner(options.percentile, n_startup_trials=options.n_startup_trials)
+        # Optuna's percentile is the share kept at the top ("25: the top 25% are kept"); ours is the share pruned
+        # at the bottom.
+        self.percentile = (optuna.pruners.PercentilePruner(100.0 - options.percentile,
+                                                           n_startup_trials=options.n_startup_trials)
                            if options.percentile is not None else None)
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
