@@ -183,13 +183,14 @@ def run_campaign(
     with campaign_lock(root, campaign.name):
         session = _session(root / sid, store, hooks, planner)
         try:
+            plan = None
             if campaign.goal is not None and spec is None:
                 # Planned at run time; the budget overrides are applied to the planned spec.
                 plan = session.planner().plan(campaign.goal)
                 spec = apply_overrides(plan.spec, campaign)
                 if hooks is not None and hooks.on_message is not None and plan.unused:
                     hooks.on_message(f"planner could not use: {', '.join(plan.unused)}")
-            return session.start(goal=campaign.goal, spec=spec, options=options, session_id=sid,
+            return session.start(goal=campaign.goal, spec=spec, options=options, session_id=sid, plan=plan,
                                  extra={"campaign": campaign.name, "campaign_file": str(path.resolve())})
         finally:
             session.close()

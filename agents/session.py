@@ -193,9 +193,11 @@ class DesignSession:
         options: SessionOptions | None = None,
         session_id: str | None = None,
         extra: dict[str, Any] | None = None,
+        plan: Any = None,
     ) -> SessionOutcome:
-        """Begin a session from a goal (planned) or a spec (used as given). ``extra`` lands in session.json
-        (a campaign's name and file)."""
+        """Begin a session from a goal (planned) or a spec (used as given). ``plan`` (an agents.planner Plan)
+        is the planning already done by the caller, recorded as the planner's (its spec is ``spec``).
+        ``extra`` lands in session.json (a campaign's name and file)."""
         if goal is None and spec is None:
             raise InputError("a design session needs a goal or a spec")
         if self.meta() is not None:
@@ -207,7 +209,8 @@ class DesignSession:
                 **(extra or {})}
         (self.work / SESSION_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         state: SessionState = {
-            "session_id": sid, "goal": goal, "spec": spec.model_dump(mode="json") if spec else None, "plan": None,
+            "session_id": sid, "goal": goal, "spec": spec.model_dump(mode="json") if spec else None,
+            "plan": plan.model_dump(mode="json") if plan is not None else None,
             "options": options.model_dump(mode="json"), "run_id": None, "round": 0, "stage_file": None,
             "relax_queue": [], "rounds_done": [], "spent_seconds": 0.0, "spent_relaxations": 0, "hits": 0,
             "stop_reason": None, "rejected": False, "report_path": None,
@@ -351,6 +354,7 @@ def _understand(session: DesignSession, state: SessionState) -> dict[str, Any]:
     plan_json: dict[str, Any] | None = None
     if state.get("spec") is not None:
         spec = _spec(state)
+        plan_json = state.get("plan")  # planned by the caller (design, campaign, chat): recorded as the planner's
     else:
         plan = session.planner().plan(goal or "")
         spec = plan.spec

@@ -85,12 +85,12 @@ def design_command(
         session = DesignSession(work, store=store, planner=chosen, hooks=prog.hooks())
         try:
             outcome = session.start(goal=goal, spec=spec, options=SessionOptions(rounds=rounds, steps=steps,
-                                    confirm="sevennet" if confirm else None), session_id=sid)
+                                    confirm="sevennet" if confirm else None), session_id=sid,
+                                    plan=plan)
         except TesseraError as exc:  # nothing finished is lost: say how to go on from the last finished step
             raise type(exc)(f"{exc} (session kept: tessera campaign resume {work})") from None
         finally:
             session.close()
-    outcome.plan = plan.model_dump(mode="json")
     _finish(outcome, json_out, limit=top)
 
 
