@@ -358,11 +358,12 @@ def trial_report(trial: optuna.trial.FrozenTrial) -> TrialReport:
 
 def shown_url(url: str) -> str:
     """The URL with its password hidden (for messages and the audit log)."""
-    try:
-        from sqlalchemy.engine import make_url
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
 
+    try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given (it carries no parsable password)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # unparsable: shown as given (no password to find in it)
         return url
 
 
@@ -400,7 +401,7 @@ def study_identity(params: TuneParams) -> dict[str, Any]:
 
 
 class ShareGate(optuna.pruners.BasePruner):
-    """Prune on the constraint-satisfaction share: below a floor, or below a percentile of finished trials."""
+    """Prune on the constraint-satisfaction share: below a floor, or in the bottom percentile of finished trials."""
 
     def __init__(self, options: PruningOptions) -> None:
         self.floor = optuna.pruners.ThresholdPruner(lower=options.min_share) if options.min_share > 0 else None

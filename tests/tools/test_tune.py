@@ -173,4 +173,12 @@ def test_yield_trial_relaxes_within_its_budget_and_scores_sun_c_per_cpu_second(t
         assert t.cpu_seconds > 0 and math.isclose(t.values[0], t.n_sun_c / t.cpu_seconds)
         assert math.isclose(t.cpu_seconds, t.cpu_sample_seconds + t.cpu_evaluate_seconds)
         assert 0.8 <= t.params["ehull_ceiling"] <= 1.2
+    assert sum(t.n_relaxed for t in result.trials) >= 1  # seed 1: the baseline trial's crystal passes and relaxes
     assert result.chosen is not None and result.chosen.ehull_ceiling == result.chosen.params["ehull_ceiling"]
+    # A share under the floor stops the trial after sampling: no prescreen, no relaxation, nothing chosen.
+    strict = space.model_copy(update={"pruning": space.pruning.model_copy(update={"min_share": 0.75})})
+    pruned = tune(TuneParams(spec=parse_spec({**BORON}), trials=1, objective="yield", pilot=2, steps=10, relax=1,
+                             relax_steps=20, out=tmp_path, space=strict, study="strict"))
+    (t,) = pruned.trials
+    assert t.state == "pruned" and t.share == 0.5 and t.values is None and t.n_relaxed is None
+    assert pruned.n_pruned == 1 and pruned.chosen is None and pruned.warnings
