@@ -115,7 +115,8 @@ def _print_result(result: Any) -> None:
         else:
             row += [num(t.mean_ehull_estimate, ".3f"), num(t.cpu_seconds, ".1f")]
         table.add_row(*row)
-    out_console.print(table)
+    if result.trials:  # --trials 0 reports the study as it is
+        out_console.print(table)
     out_console.print(f"study {result.study}: {result.n_trials} trials ({result.n_complete} complete, "
                       f"{result.n_pruned} pruned, {result.n_failed} failed) in {result.storage}",
                       highlight=False, soft_wrap=True)
