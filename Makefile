@@ -21,8 +21,12 @@ install: $(STAMP)
 
 # Headless Chromium for the HTML report's browser test (tests/agents/test_report.py); installed with apt
 # when we are root on a Debian-like machine, otherwise that one test skips. Never fails the build.
+# Headless Chromium for the report's browser test (tests/agents/test_report.py skips without it). Best effort:
+# as root with apt, install it (updating the package lists first on a fresh container); never fail the build.
 chromium:
-	@command -v chromium >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get install -y -q chromium >/dev/null) || true
+	@command -v chromium >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (timeout 300 apt-get install -y -q chromium >/dev/null 2>&1 || \
+	   (timeout 300 apt-get update -q >/dev/null 2>&1 && timeout 300 apt-get install -y -q chromium >/dev/null 2>&1))) || true
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest
