@@ -22,7 +22,7 @@ where relaxation failed, plus relax_seconds, stable/unique/novel flags (for S.U.
 Run (developer checkout; reads ../shared only here, never at run time):
     .venv/bin/python data/build_stability_data.py --heldout scratch/stab/s1800:scratch/stab/e1800 \
         --generated scratch/stab/s1801:scratch/stab/e1801 --generated scratch/stab/s1802:scratch/stab/e1802 \
-        --n-wbm 700 --cache scratch/stab/features.jsonl
+        --n-wbm 700 --cache scratch/stab/features.jsonl [--train]
 Features are cached per row in ``--cache`` (JSON lines), so a rerun only featurizes new rows.
 """
 
@@ -45,7 +45,7 @@ from tessera.tools.candidate import RelaxOutcome
 from tessera.tools.evaluate import structure_key
 from tessera.tools.hull import ReferenceHull
 from tessera.tools.pool import load_pool, row_to_structure
-from tessera.tools.stability_model import STABILITY_DIR, LabelledSet, featurize
+from tessera.tools.stability_model import STABILITY_DIR, LabelledSet, featurize, label_from_energy
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -124,7 +124,7 @@ def generated_rows(sample_dir: Path, eval_dir: Path, hull: ReferenceHull) -> lis
             row["relax_seconds"] = o.seconds
             if o.error is None and o.energy_per_atom is not None and o.cif:
                 try:
-                    row["y"] = hull.e_hull_value(parse(o.cif), o.energy_per_atom)
+                    row["y"] = label_from_energy(parse(o.cif), o.energy_per_atom, hull=hull)
                     row["relaxed"] = True
                 except Exception:  # noqa: BLE001 - a composition the hull cannot place stays unlabelled
                     pass
@@ -155,7 +155,7 @@ def hull_bench_rows(hull: ReferenceHull, *, max_atoms: int = 20, seed: int = 0) 
         o = rec["outcome"]
         if o.get("error") is None and o.get("energy_per_atom") is not None and o.get("cif"):
             try:
-                return hull.e_hull_value(parse(o["cif"]), o["energy_per_atom"])
+                return label_from_energy(parse(o["cif"]), o["energy_per_atom"], hull=hull)
             except Exception:  # noqa: BLE001
                 return np.nan
         return np.nan
@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=ROOT / "scratch" / "stability_features.jsonl")
     ap.add_argument("--out", type=Path, default=STABILITY_DIR)
+    ap.add_argument("--train", action="store_true",
+                    help="then train a version from scratch on the new base set (tools.stability_model.train_version; "
+                         "promoted only if it beats the current promoted version on the held-out set)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -300,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     provenance["train_stable"] = int((train_set.y <= 0.1).sum())
     (args.out / "data_provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     print(json.dumps(provenance, indent=2))
+    if args.train:
+        from tessera.tools.stability_model import train_version
+
+        v = train_version(root=args.out)
+        print(f"{v.name}: held-out F1 {v.record.heldout.f1:.3f}, MAE {v.record.heldout.mae:.3f} eV/atom, "
+              f"{'promoted' if v.promoted else 'not promoted'} (parent {v.lineage.parent})")
     return 0
 
 

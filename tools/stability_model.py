@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -382,7 +383,8 @@ def classification_metrics(pred_stable: np.ndarray, y: np.ndarray, *, threshold:
 
 
 def evaluate_model(model: StabilityModel, data: LabelledSet) -> StabilityMetrics:
-    """The model's stability call (P >= 0.5) and E_hull MAE on ``data``."""
+    """The model's stability call (P >= 0.5) and E_hull MAE on the labelled rows of ``data``."""
+    data = data.finite()
     e, p = model.predict(data.x)
     return classification_metrics(p >= CALL_PROBABILITY, data.y, threshold=model.params.threshold, e_pred=e)
 
@@ -632,7 +634,30 @@ class Registry:
         return StabilityVersion(name=name, path=path, record=record, lineage=lineage)
 
 
+def train_version(*, root: Path | str | None = None, params: TrainParams | None = None,
+                  threads: int | None = 1) -> StabilityVersion:
+    """Train from scratch on the base training set of ``root`` and save the next version.
+
+    Its parent is the currently promoted version (if any), so the promotion rule applies to it as to a fine-tune.
+    """
+    reg = Registry(root)
+    t0 = time.perf_counter()
+    data = reg.base_train().finite()
+    model = train(data, params=params or TrainParams(), threads=threads)
+    return reg.save_version(model, parent=reg.promoted(), train_data=data, seconds=time.perf_counter() - t0)
+
+
 # ---------------------------------------------------------------------------------------------- active learning
+
+
+def label_from_energy(structure: Structure, energy_per_atom: float, *, hull: Any = None) -> float:
+    """The label of a relaxed structure: its E_hull (eV/atom) on the shipped reference hull from its CHGNet energy
+    per atom (eV/atom, uncorrected), exactly as ``tessera evaluate`` places it (:class:`tools.hull.ReferenceHull`)."""
+    if hull is None:
+        from tessera.tools.hull import ReferenceHull
+
+        hull = ReferenceHull.default()
+    return float(hull.e_hull_value(structure, float(energy_per_atom)))
 
 
 def labelled_from_candidates(
@@ -650,7 +675,10 @@ def labelled_from_candidates(
         if not c.relaxed or c.e_hull is None or not math.isfinite(c.e_hull) or not c.initial_cif:
             continue
         try:
-            s = Structure.from_str(c.initial_cif, fmt="cif")
+            with warnings.catch_warnings():
+                # Our own CIFs: pymatgen's note that it rounded coordinates to ideal values is noise here.
+                warnings.filterwarnings("ignore", message="Issues encountered while parsing CIF", category=UserWarning)
+                s = Structure.from_str(c.initial_cif, fmt="cif")
         except (ValueError, KeyError, IndexError):
             continue
         use.append((structure_key(c.initial_cif), s, float(c.e_hull)))
@@ -674,7 +702,7 @@ def learn_from(
     """One active-learning step: add the relaxed candidates as labels, fine-tune, measure, promote if better.
 
     The new rows are the candidates' unrelaxed structures (``initial_cif``) labelled by their relaxed ``e_hull``;
-    rows already in the held-out set or already learned along the promoted lineage are skipped. The model is
+    rows already in the held-out set, the base set or learned along the promoted lineage are skipped. The model is
     fine-tuned from the promoted version on the base training set + every row added along its lineage + the new
     rows, measured on the fixed held-out set and saved as the next version; it is promoted only if it beats its
     parent there (:func:`beats`).
@@ -690,14 +718,15 @@ def learn_from(
         raise DataError(f"no promoted stability model in {repo_relative(reg.root)} to fine-tune")
     new = labelled_from_candidates(candidates, ehull_fn=ehull_fn, threads=threads)
     memory = reg.added_along(parent)
-    known = set(reg.heldout().ids.tolist()) | set(memory.ids.tolist())
+    base = reg.base_train()
+    known = set(reg.heldout().ids.tolist()) | set(memory.ids.tolist()) | set(base.ids.tolist())
     new = new.subset(np.array([i not in known for i in new.ids], dtype=bool)) if len(new) else new
     if len(new):  # the same crystal twice in one batch counts once
         _, first = np.unique(new.ids, return_index=True)
         new = new.subset(np.sort(first))
     if len(new) < max(min_new, 1):
         return None
-    data = LabelledSet.concat([reg.base_train(), memory, new])
+    data = LabelledSet.concat([base, memory, new])
     parent_model = parent.model()
     model = train(data, params=params or parent_model.params, parent=parent_model, threads=threads)
     note = f"{len(new)} relaxed candidates ({int((new.y <= model.params.threshold).sum())} stable)"
@@ -721,5 +750,6 @@ def predict_candidates(structures: Sequence[Structure], *, model: StabilityModel
 __all__ = [
     "FEATURE_NAMES", "FeatureBatch", "LabelledSet", "Lineage", "Registry", "StabilityMetrics", "StabilityModel",
     "StabilityVersion", "TrainParams", "VersionRecord", "beats", "classification_metrics", "evaluate_model",
-    "featurize", "labelled_from_candidates", "learn_from", "load_promoted", "predict_candidates", "train",
+    "featurize", "label_from_energy", "labelled_from_candidates", "learn_from", "load_promoted",
+    "predict_candidates", "train", "train_version",
 ]
