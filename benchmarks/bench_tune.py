@@ -101,14 +101,18 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     seeds = [int(s) for s in args.eval_seeds.split(",")]
     print(f"{name}: fresh seeds {seeds}, default strengths", flush=True)
     default = _arm(spec, {}, seeds, args, args.work / name / "default", hull)
-    print(f"{name}: fresh seeds {seeds}, tuned strengths", flush=True)
-    tuned = _arm(spec, tuned_values, seeds, args, args.work / name / "tuned", hull)
-    verdict = ("tuned beats default" if tuned["sun_c_per_cpu_hour"] > default["sun_c_per_cpu_hour"] else
-               "tuned does not beat default")
+    base = result.baseline
+    if base is not None and result.chosen.trial == base.number:  # a tie (e.g. all 0) keeps the spec's values
+        tuned = default
+        verdict = "tuned = default: no trial beat the spec's own values on the tuning seed"
+    else:
+        print(f"{name}: fresh seeds {seeds}, tuned strengths", flush=True)
+        tuned = _arm(spec, tuned_values, seeds, args, args.work / name / "tuned", hull)
+        verdict = ("tuned beats default" if tuned["sun_c_per_cpu_hour"] > default["sun_c_per_cpu_hour"] else
+                   "tuned does not beat default")
     print(f"{name}: S.U.N.-C per CPU-hour on fresh seeds: default {default['sun_c_per_cpu_hour']:.1f} "
           f"({default['n_sun_c']} in {default['cpu_seconds']:.0f} s), tuned {tuned['sun_c_per_cpu_hour']:.1f} "
           f"({tuned['n_sun_c']} in {tuned['cpu_seconds']:.0f} s): {verdict}", flush=True)
-    base = result.baseline
     return {
         "spec": spec.model_dump(mode="json"), "study": result.study, "storage": result.storage,
         "n_trials": result.n_trials, "n_complete": result.n_complete, "n_pruned": result.n_pruned,

@@ -651,12 +651,17 @@ def write_spec(spec: DesignSpec, path: Path) -> None:
 
 
 def choose(study: optuna.Study, objective: Objective) -> optuna.trial.FrozenTrial | None:
-    """The chosen trial: the best (yield), or the Pareto trial with the highest share, then lowest proxy."""
-    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+    """The chosen trial: the best (yield), or the Pareto trial with the highest share, then the lowest proxy.
+
+    Ties go to the spec's own values (no evidence to change them: a study whose trials all found 0 S.U.N.-C
+    keeps the spec as it is), then to the earliest trial."""
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not done:
         return None
     if objective == "yield":
-        return study.best_trial
-    return max(study.best_trials, key=lambda t: (t.values[0], -t.values[1], -t.number))
+        return max(done, key=lambda t: (t.values[0], bool(t.user_attrs.get("baseline")), -t.number))
+    return max(study.best_trials, key=lambda t: (t.values[0], -t.values[1], bool(t.user_attrs.get("baseline")),
+                                                 -t.number))
 
 
 def plot_pareto(study: optuna.Study, png: Path, *, title: str, cap: float) -> Path:
@@ -806,7 +811,10 @@ def _summarise(study: optuna.Study, params: TuneParams, name: str, url: str, min
                                title=f"{name}: {len(front)} Pareto-optimal of "
                                      f"{sum(t.state == S.COMPLETE for t in everything)} trials "
                                      f"(pilot {params.pilot}, {params.steps} steps)")
-    baseline = next((trial_report(t) for t in everything if t.user_attrs.get("baseline")), None)
+    # The baseline trial is enqueued once; a killed one is retried with its attributes: report the finished copy.
+    baselines = sorted((t for t in everything if t.user_attrs.get("baseline")),
+                       key=lambda t: (t.state == S.COMPLETE, t.number))
+    baseline = trial_report(baselines[-1]) if baselines else None
     return TuneResult(params=params, study=name, storage=shown_url(url), dashboard=f"optuna-dashboard {shown_url(url)}",
                       n_trials=len(everything), n_complete=sum(t.state == S.COMPLETE for t in everything),
                       n_pruned=sum(t.state == S.PRUNED for t in everything),

@@ -20,6 +20,7 @@ from tessera.tools.tune import (
     TuneParams,
     TuneSpace,
     baseline_params,
+    choose,
     load_tune_space,
     open_storage,
     open_study,
@@ -103,6 +104,18 @@ def test_share_gate_prunes_a_hopeless_share_before_relaxation() -> None:
     # the finished shares (0.5, 1.0) lies below 0.625: 0.55 is pruned there, 0.75 is kept (Optuna's own
     # percentile counts the other way: PercentilePruner(25) would keep only the top quarter and prune 0.75 too)
     assert pruned == [True, False, False, True, False]
+
+
+def test_a_tie_keeps_the_specs_own_values() -> None:
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"x": 0.5}, user_attrs={"baseline": True})
+    for value in (0.0, 0.0, 0.0):  # every trial found no S.U.N.-C: nothing says the strengths should change
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        study.tell(trial, value)
+    assert choose(study, "yield").number == 0
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(trial, 0.01)
+    assert choose(study, "yield").number == 3
 
 
 def test_a_study_made_for_other_settings_is_refused(tmp_path: Path) -> None:
