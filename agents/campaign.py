@@ -179,6 +179,10 @@ def run_campaign(
     root = Path(root) if root is not None else default_campaign_root()
     options = SessionOptions.model_validate({**campaign.options, "rounds": campaign.rounds,
                                             "stop_after_hits": campaign.stop_after_hits})
+    if options.learn and options.learn_root is None:
+        # One model lineage per campaign: each night's session goes on from what the last one learned.
+        options = options.model_copy(update={"learn_root": str((Path(root) if root is not None else
+                                                                default_campaign_root()) / "stability" / campaign.name)})
     sid = session_id or new_session_id(campaign.name)
     with campaign_lock(root, campaign.name):
         session = _session(root / sid, store, hooks, planner)

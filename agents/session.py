@@ -59,6 +59,12 @@ class SessionOptions(BaseModel):
     workers: int | None = Field(0, description="relaxation workers (0: in this process; None: one per core)")
     relax_steps: int | None = Field(None, ge=1, description="FIRE steps at most (None: configs/relax.yaml)")
     approve: bool = Field(False, description="pause for the human to approve or edit the spec (chat)")
+    learn: bool = Field(False, description="active learning: the learned stability model ranks the relaxations, and "
+                        "each round's relaxed candidates fine-tune it (a version is used only if it beats its parent)")
+    learn_root: str | None = Field(None, description="the model versions this session learns into (None: <work>/stability, "
+                                   "seeded from the shipped data/stability)")
+    learn_gate: float | None = Field(None, ge=0, le=1, description="with learn: stop candidates whose predicted "
+                                     "P(stable) is below this (None: rank only)")
     max_pictures: int = Field(24, ge=0, description="structure pictures in the report")
 
 
@@ -304,6 +310,7 @@ def build_graph(session: DesignSession) -> Any:
         "relax": lambda s: _relax(session, s),
         "assess": lambda s: _assess(session, s),
         "record": lambda s: _record(session, s),
+        "learn": lambda s: _learn(session, s),
         "decide": lambda s: _decide(session, s),
         "report": lambda s: _report(session, s),
     }
@@ -314,7 +321,7 @@ def build_graph(session: DesignSession) -> Any:
                             ["approve", "generate"])
     g.add_conditional_edges("approve", lambda s: END if s.get("rejected") else "generate", ["generate", END])
     for a, b in (("generate", "prescreen"), ("prescreen", "relax"), ("relax", "assess"), ("assess", "record"),
-                 ("record", "decide")):
+                 ("record", "learn"), ("learn", "decide")):
         g.add_edge(a, b)
     g.add_conditional_edges("decide", lambda s: "report" if s.get("stop_reason") else "generate", ["generate", "report"])
     g.add_edge("report", END)
@@ -430,15 +437,49 @@ def _generate(session: DesignSession, state: SessionState) -> dict[str, Any]:
     return {"stage_file": result["candidates"]}
 
 
-def _evaluate_params(spec: DesignSpec, opts: SessionOptions, *, max_relaxations: int | None = None) -> Any:
+def _evaluate_params(spec: DesignSpec, opts: SessionOptions, *, max_relaxations: int | None = None,
+                     learn_root: Path | None = None) -> Any:
     from tessera.tools.evaluate import EvaluateParams
     from tessera.tools.relax import load_relax_params
 
     relax = load_relax_params()
     if opts.relax_steps is not None:
         relax = relax.model_copy(update={"steps": opts.relax_steps})
+    extra: dict[str, Any] = {}
+    if learn_root is not None:  # the learned model ranks (and with learn_gate gates) before relaxation
+        from tessera.tools.prescreen import load_prescreen_params
+
+        prescreen = load_prescreen_params()
+        model_stage = prescreen.stability_model.model_copy(update={
+            "enabled": True, "root": str(learn_root), "version": "promoted", "min_probability": opts.learn_gate,
+            "ceiling": None})
+        extra["prescreen"] = prescreen.model_copy(update={"stability_model": model_stage})
     return EvaluateParams(gate=opts.gate, relax=relax, stable_threshold=spec.thresholds.stable_e_hull,
-                          confirm=opts.confirm, workers=opts.workers, max_relaxations=max_relaxations)
+                          confirm=opts.confirm, workers=opts.workers, max_relaxations=max_relaxations, **extra)
+
+
+def learn_root(session: "DesignSession", opts: SessionOptions) -> Path | None:
+    """The model registry a learning session uses (created from the shipped data/stability on first use)."""
+    if not opts.learn:
+        return None
+    root = Path(opts.learn_root) if opts.learn_root else session.work / "stability"
+    if not (root / "heldout.npz").exists():
+        import shutil
+
+        from tessera.tools.stability_model import STABILITY_DIR
+
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(STABILITY_DIR, root, dirs_exist_ok=True)
+    return root
+
+
+def _model_in_use(root: Path | None) -> str | None:
+    if root is None:
+        return None
+    from tessera.tools.stability_model import Registry
+
+    promoted = Registry(root).promoted()
+    return promoted.name if promoted is not None else None
 
 
 def _remaining_relaxations(spec: DesignSpec, state: SessionState) -> int | None:
@@ -457,9 +498,11 @@ def _prescreen(session: DesignSession, state: SessionState) -> dict[str, Any]:
     limit = _remaining_relaxations(spec, state)
     eval_dir = _round_dir(session.work, k) / "eval"
 
+    root = learn_root(session, opts)
+
     def call() -> dict[str, Any]:
         candidates = read_candidates_file(Path(str(state["stage_file"])))
-        params = _evaluate_params(spec, opts, max_relaxations=limit)
+        params = _evaluate_params(spec, opts, max_relaxations=limit, learn_root=root)
         for step in iter_prescreen(candidates, params):
             _emit(session, step)
         queue = relaxation_queue(candidates, limit=limit)
@@ -467,7 +510,7 @@ def _prescreen(session: DesignSession, state: SessionState) -> dict[str, Any]:
         path = eval_dir / "candidates.jsonl"
         write_candidates(candidates, path)
         return {"stage_file": str(path), "queue": queue, "n": len(candidates),
-                "n_passed": sum(c.error is None for c in candidates)}
+                "n_passed": sum(c.error is None for c in candidates), "model_version": _model_in_use(root)}
 
     result, ran = session.ledger.once(k, "prescreen", call)
     if ran:
@@ -556,12 +599,45 @@ def _record(session: DesignSession, state: SessionState) -> dict[str, Any]:
     return {}
 
 
+def _learn(session: DesignSession, state: SessionState) -> dict[str, Any]:
+    """Active learning (with ``options.learn``): the round's relaxed candidates fine-tune the stability model;
+    the new version is used from the next round only if it beats its parent on the fixed held-out set."""
+    opts = _options(state)
+    if not opts.learn:
+        return {}
+    k = int(state["round"])
+    stage = Path(str(state["stage_file"]))
+    root = learn_root(session, opts)
+    assert root is not None
+
+    def call() -> dict[str, Any]:
+        from tessera.tools.stability_model import learn_from
+
+        version = learn_from(_read_stage(stage), root=root)
+        if version is None:
+            return {"version": None, "promoted": False, "in_use": _model_in_use(root), "note": "no new labels"}
+        return {"version": version.name, "promoted": bool(version.promoted), "in_use": _model_in_use(root),
+                "heldout_f1": version.record.heldout.f1, "parent_f1": (version.record.parent_heldout.f1
+                                                                      if version.record.parent_heldout else None),
+                "n_added": version.lineage.n_added}
+
+    result, ran = session.ledger.once(k, "learn", call)
+    if ran:
+        _run(session, state).log_tool_call(tool="learn", arguments={"round": k, "root": str(root)},
+                                           result_summary=result, seconds=0.0)
+        session.say(f"round {k}: stability model {result.get('version') or '(unchanged)'}"
+                    + (" promoted" if result.get("promoted") else " kept, not promoted" if result.get("version") else "")
+                    + f"; in use next round: {result.get('in_use')}")
+    return {}
+
+
 def _decide(session: DesignSession, state: SessionState) -> dict[str, Any]:
     """Another round, or stop: rounds done, relaxation budget spent, wall time spent, enough hits."""
     k = int(state["round"])
     spec, opts = _spec(state), _options(state)
     assessed = session.ledger.finished(k, "assess") or {}
     sampled = session.ledger.finished(k, "sample") or {}
+    screened = session.ledger.finished(k, "prescreen") or {}
     res = dict(assessed.get("result") or {})
     seconds = sum(float(e.get("seconds", 0.0)) for e in session.ledger.entries() if e.get("round") == k)
     constrained = spec.motif is not None or bool(spec.guidance)
@@ -571,7 +647,7 @@ def _decide(session: DesignSession, state: SessionState) -> dict[str, Any]:
         n_prescreen_passed=int(res.get("n_prescreen_passed", 0)), n_relaxed=int(res.get("n_relaxed", 0)),
         n_stable=int(res.get("n_stable", 0)), n_on_hull=int(res.get("n_on_hull", 0)), n_sun=int(res.get("n_sun", 0)),
         n_sun_c=res.get("n_sun_c"), n_motif_exact=res.get("n_motif_exact"), n_motif_retained=res.get("n_motif_retained"),
-        n_guidance_met=res.get("n_guidance_met"),
+        n_guidance_met=res.get("n_guidance_met"), model_version=(screened.get("result") or {}).get("model_version"),
         hit_rate=(int(res.get("n_stable", 0)) / int(res["n_relaxed"])) if res.get("n_relaxed") else None,
         seconds=round(seconds, 2),
     )

@@ -49,6 +49,8 @@ from tessera.tools.spec import DesignSpec
 GEOMETRY_STAGE = "geometry"
 EHULL_STAGE = "ehull"
 """The prescreen stage whose value is the unrelaxed (single-point) E_hull estimate, eV/atom."""
+MODEL_STAGE = "stability_model"
+"""The optional learned prescreen stage whose value is the predicted relaxed E_hull, eV/atom."""
 CONFIRM_STAGE_PREFIX = "confirm:"
 """Journal keys of second-judge relaxations start with this (their input is the first judge's structure)."""
 
@@ -276,14 +278,19 @@ def iter_prescreen(candidates: list[Candidate], params: EvaluateParams, *, hull:
 
 
 def estimated_e_hull(candidate: Candidate) -> float | None:
-    """eV/atom: the prescreen's unrelaxed (single-point) E_hull estimate, or None when it did not run."""
-    outcome = candidate.prescreen.get(EHULL_STAGE)
-    value = outcome.value if outcome is not None else None
-    return value if value is not None and math.isfinite(value) else None
+    """eV/atom: the learned stability model's predicted relaxed E_hull when that stage ran, else the
+    prescreen's unrelaxed (single-point) E_hull estimate, else None."""
+    for stage in (MODEL_STAGE, EHULL_STAGE):
+        outcome = candidate.prescreen.get(stage)
+        value = outcome.value if outcome is not None else None
+        if value is not None and math.isfinite(value):
+            return value
+    return None
 
 
 def relaxation_queue(candidates: Sequence[Candidate], *, limit: int | None = None) -> list[int]:
-    """Indices of the candidates to relax, best-first by the unrelaxed E_hull estimate.
+    """Indices of the candidates to relax, best-first by :func:`estimated_e_hull` (the learned model's
+    prediction when it ran, else the single-point estimate).
 
     Eligible: no error (a failed gate sets one), not yet relaxed. Ranking best-first means a relaxation budget (and a
     run killed half way) spends itself on the likeliest hits; candidates without an estimate go last, in
@@ -303,7 +310,7 @@ def relaxation_queue(candidates: Sequence[Candidate], *, limit: int | None = Non
         est = estimated_e_hull(candidates[i])
         shown = f"{est:.3f} eV/atom" if est is not None else "none"
         candidates[i].error = (f"not relaxed: over the relaxation budget of {limit} (rank {rank} of "
-                               f"{len(ranked)} by unrelaxed E_hull estimate, {shown})")
+                               f"{len(ranked)} by estimated E_hull, {shown})")
     return ranked[:limit]
 
 
