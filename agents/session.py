@@ -535,7 +535,7 @@ def _relax(session: DesignSession, state: SessionState) -> dict[str, Any]:
         journal = RelaxJournal(path=stage.parent / "relax_progress.jsonl")
         already = set(journal.done)
         log = relax_logger(_run(session, state))
-        from tessera.tools.evaluate import structure_key
+        from tessera.tools.hashing import structure_key
 
         for step in iter_relax(candidates, queue, _evaluate_params(spec, opts), journal=journal):
             c = step.candidate

@@ -28,6 +28,7 @@ from pymatgen.core import Structure
 
 from tessera.tools.candidate import Candidate, RelaxOutcome, StageOutcome
 from tessera.tools.errors import InputError
+from tessera.tools.hashing import structure_key
 from tessera.tools.isolation import attempt
 from tessera.tools.io import ReadResult, read_structures
 from tessera.tools.lineage import split_candidate_files
@@ -157,11 +158,6 @@ class EvalStep:
     index: int
     total: int
     candidate: Candidate | None = None
-
-
-def structure_key(cif: str) -> str:
-    """Key of an input structure for resuming: SHA-256 of its CIF text."""
-    return hashlib.sha256(cif.encode()).hexdigest()
 
 
 def candidates_of(read: ReadResult) -> list[Candidate]:

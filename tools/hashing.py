@@ -13,3 +13,8 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def structure_key(cif: str) -> str:
+    """Key of an input structure (resuming relaxations, deduplicating labels): SHA-256 of its CIF text."""
+    return hashlib.sha256(cif.encode()).hexdigest()

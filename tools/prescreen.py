@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Callable, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-from ase.data import covalent_radii
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.core import Structure
 
 from tessera.tools.candidate import StageOutcome
 from tessera.tools.config import load_config
 from tessera.tools.errors import InputError
+from tessera.tools.geometry import min_distance_ratio, space_occupation_ratio  # noqa: F401 - stage rules, re-exported
 from tessera.tools.io import MIN_DISTANCE_A, MIN_VOLUME_A3, sanity_problem
 from tessera.tools.isolation import attempt
 from tessera.tools.measures import COMMON_STATE_MIN_SHARE, charge_check, smact_check  # the rules are measures
@@ -133,32 +133,6 @@ class ChargeNeutralityStage(_PerStructure):
 
 
 # ---------------------------------------------------------------------------------------------- stage 2
-
-
-def _radii(structure: Structure) -> np.ndarray:
-    """Covalent radii (A, Cordero 2008 via ASE) of every site, shape (n,)."""
-    return np.array([covalent_radii[site.specie.Z] for site in structure], dtype=np.float64)
-
-
-def space_occupation_ratio(structure: Structure) -> float:
-    """SCIGEN's space-occupation ratio: sum of covalent-radius sphere volumes / cell volume (dimensionless)."""
-    r = _radii(structure)
-    return float(np.sum(4.0 / 3.0 * np.pi * r**3) / (abs(structure.volume) + 1e-12))
-
-
-def min_distance_ratio(structure: Structure) -> tuple[float, float, int, int]:
-    """Smallest d_ij / (r_i + r_j) over periodic pairs (covalent radii), with that pair's distance in A.
-
-    Returns (ratio, distance, i, j); (inf, inf, -1, -1) when no pair lies within r_i + r_j (a ratio of 1).
-    """
-    r = _radii(structure)
-    cutoff = 2.0 * float(r.max())
-    centers, points, _, distances = structure.get_neighbor_list(r=cutoff, exclude_self=True)
-    if len(distances) == 0:
-        return float("inf"), float("inf"), -1, -1
-    ratios = distances / (r[centers] + r[points])
-    k = int(np.argmin(ratios))
-    return float(ratios[k]), float(distances[k]), int(centers[k]), int(points[k])
 
 
 class GeometryStage(_PerStructure):

@@ -88,7 +88,7 @@ class FeatureBatch:
 
 
 def _scalars(structure: Structure, energy: float, e_hull_sp: float) -> list[float]:
-    from tessera.tools.prescreen import min_distance_ratio, space_occupation_ratio
+    from tessera.tools.geometry import min_distance_ratio, space_occupation_ratio
 
     n = len(structure)
     ratio = min_distance_ratio(structure)[0]
@@ -668,7 +668,7 @@ def labelled_from_candidates(
     threads: int | None = 1,
 ) -> LabelledSet:
     """Relaxed candidates with a finite ``e_hull`` -> rows (features of ``initial_cif``, label ``e_hull``)."""
-    from tessera.tools.evaluate import structure_key
+    from tessera.tools.hashing import structure_key
 
     use: list[tuple[str, Structure, float]] = []
     for c in candidates:
