@@ -451,13 +451,15 @@ def _share(candidates: list["Candidate"]) -> tuple[int, float]:
 
 
 def stability_proxy(candidates: list["Candidate"], *, cap: float) -> float:
-    """eV/atom: mean unrelaxed E_hull estimate (prescreen ``ehull`` stage), each capped at ``cap``; a crystal
-    without an estimate counts as ``cap``."""
-    from tessera.tools.evaluate import estimated_e_hull
+    """eV/atom: mean unrelaxed E_hull estimate (the CHGNet single point of the prescreen's ``ehull`` stage, read
+    from that stage even when a learned stage ran too), each capped at ``cap``; a crystal without an estimate
+    counts as ``cap``."""
+    from tessera.tools.evaluate import EHULL_STAGE
 
     values = []
     for c in candidates:
-        e = estimated_e_hull(c)
+        outcome = c.prescreen.get(EHULL_STAGE)
+        e = outcome.value if outcome is not None else None
         values.append(cap if e is None or not math.isfinite(e) else min(e, cap))
     return sum(values) / len(values) if values else cap
 
