@@ -7,7 +7,8 @@ against the shipped reference hull (ReferenceHull.default(), configs/hull.yaml).
 - ``generated``: crystals from the shipped generator (``tessera sample --steps 200``) relaxed by CHGNet with
   ``tessera evaluate --no-store --workers 1`` (ungated; label = the record's e_hull; a relaxation that failed
   or timed out has no label). Given as SAMPLE_DIR:EVAL_DIR pairs; while an evaluation is still running its
-  relaxation journal (EVAL_DIR/relax_progress.jsonl) is read and placed on the hull here.
+  relaxation journal (EVAL_DIR/relax_progress.jsonl) is read and placed on the hull here. A relaxation stopped
+  by the wall-time limit is labelled by its last energy (an upper bound, usually close; counted in the provenance).
 - ``pool`` / ``pyxtal``: benchmarks/results/hull_relaxations.jsonl (bench_hull.py): 150 held-out MP ground states
   relaxed by CHGNet from the DFT geometry (label: CHGNet-relaxed E_hull) and 100 pyxtal random cells of the same
   compositions, regenerated here with bench_hull's seeded generator (a regenerated cell is kept only when its
@@ -109,7 +110,7 @@ def generated_rows(sample_dir: Path, eval_dir: Path, hull: ReferenceHull) -> lis
         # evaluate re-writes each sampled CIF once (Candidate.from_structure); the journal is keyed by that text.
         key = structure_key(s.to(fmt="cif"))
         row = {"id": key, "name": rec["id"], "structure": s, "y": np.nan, "relax_seconds": np.nan,
-               "stable": False, "unique": False, "novel": False, "relaxed": False}
+               "stable": False, "unique": False, "novel": False, "relaxed": False, "partial": False}
         ev = evaluated.get(rec["id"])
         if ev is not None:
             if ev.get("initial_cif"):
@@ -119,13 +120,19 @@ def generated_rows(sample_dir: Path, eval_dir: Path, hull: ReferenceHull) -> lis
             row.update(relax_seconds=float(ev["relax_seconds"]) if ev.get("relax_seconds") is not None else np.nan,
                        stable=bool(ev.get("stable")), unique=bool(ev.get("unique")), novel=bool(ev.get("novel")),
                        relaxed=bool(ev.get("relaxed")))
-        elif key in journal:
-            o = journal[key]
-            row["relax_seconds"] = o.seconds
-            if o.error is None and o.energy_per_atom is not None and o.cif:
+        o = journal.get(row["id"]) or journal.get(key)
+        if o is not None and not math.isfinite(row["y"]):
+            if not math.isfinite(row["relax_seconds"]):
+                row["relax_seconds"] = o.seconds
+            # A relaxation stopped by the wall-time limit (CPU-starved on a shared machine) keeps its last energy and
+            # structure: an upper bound of the relaxed E_hull, usually close (the last max force is small). Used as
+            # the label (row "partial"); other failures (exploded, collapsed, NaN) stay unlabelled.
+            timed_out = o.error is not None and o.error.startswith("time limit")
+            if (o.error is None or timed_out) and o.energy_per_atom is not None and o.cif:
                 try:
                     row["y"] = label_from_energy(parse(o.cif), o.energy_per_atom, hull=hull)
-                    row["relaxed"] = True
+                    row["relaxed"] = o.error is None
+                    row["partial"] = timed_out
                 except Exception:  # noqa: BLE001 - a composition the hull cannot place stays unlabelled
                     pass
         out.append(row)
@@ -263,11 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         relax_seconds=np.array([r["relax_seconds"] for r in held])[keep],
         stable=np.array([r["stable"] for r in held])[keep], unique=np.array([r["unique"] for r in held])[keep],
         novel=np.array([r["novel"] for r in held])[keep], relaxed=np.array([r["relaxed"] for r in held])[keep],
-        names=np.array([r["name"] for r in held])[keep],
+        names=np.array([r["name"] for r in held])[keep], partial=np.array([r["partial"] for r in held])[keep],
     )
     provenance["heldout"] = {"sample": str(hs), "eval": str(he), "rows": int(keep.sum()),
                              "labelled": int(np.isfinite(hset.y[keep]).sum()),
-                             "stable": int((hset.y[keep] <= 0.1).sum())}
+                             "stable": int((hset.y[keep] <= 0.1).sum()),
+                             "labelled_from_a_timed_out_relaxation": int(sum(r["partial"] for r in held))}
 
     parts: list[LabelledSet] = []
     held_ids = set(hset.ids.tolist())

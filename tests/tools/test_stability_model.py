@@ -219,9 +219,10 @@ def test_learn_from_adds_labels_and_versions(registry: Registry, hull: Reference
         c.relaxed, c.e_hull = True, 0.02
         cands.append(c)
     cands.append(Candidate.from_structure(row_to_structure(rows.iloc[0])))  # not relaxed: no label
-    params = registry.promoted().model().params.model_copy(update={"finetune_epochs": 3})
+    parent = registry.promoted()
+    params = parent.model().params.model_copy(update={"finetune_epochs": 3})
     v = learn_from(cands, root=registry.root, ehull_fn=hull.ehull_fn(), params=params)
-    assert v is not None and v.lineage.parent == "v001" and v.lineage.n_added == 4
+    assert v is not None and v.lineage.parent == parent.name and v.lineage.n_added == 4
     assert (v.path / "added.npz").exists() and v.record.parent_heldout is not None
     assert v.promoted == beats(v.record.heldout, v.record.parent_heldout)
     # the same crystals again teach nothing new along the promoted lineage (if promoted) -> None
