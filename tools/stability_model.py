@@ -480,6 +480,7 @@ class Lineage(BaseModel):
     feature_spec: str = FEATURE_SPEC
     data_sources: dict[str, int] = Field(default_factory=dict, description="source -> rows used in training")
     n_train: int = 0
+    fine_tuned: bool = Field(False, description="fine-tuned from its parent (learn_from), not trained from scratch")
     n_added: int = Field(0, description="rows this version added (active learning)")
     added_note: str | None = None
     seed: int = 0
@@ -583,7 +584,10 @@ class Registry:
         return f"v{(max(nums) + 1) if nums else 1:03d}"
 
     def added_along(self, version: StabilityVersion | None) -> LabelledSet:
-        """Every row added by ``version`` and its ancestors (the active-learning memory)."""
+        """Every row added by ``version`` and the ancestors it was fine-tuned from (the active-learning memory).
+
+        The walk stops at a version trained from scratch: it saw the base set only, not its parent's additions.
+        """
         parts: list[LabelledSet] = []
         seen: set[str] = set()
         by_name = {v.name: v for v in self.versions()}
@@ -592,6 +596,8 @@ class Registry:
             added = version.path / "added.npz"
             if added.exists():
                 parts.append(LabelledSet.load(added))
+            if not version.lineage.fine_tuned:
+                break
             version = by_name.get(version.lineage.parent) if version.lineage.parent else None
         return LabelledSet.concat(reversed(parts))
 
@@ -605,6 +611,7 @@ class Registry:
         added_note: str | None = None,
         seconds: float = 0.0,
         name: str | None = None,
+        fine_tuned: bool = False,
     ) -> StabilityVersion:
         """Measure ``model`` on the held-out set, decide promotion against ``parent``, write the version folder."""
         heldout = self.heldout()
@@ -622,7 +629,8 @@ class Registry:
             name=name, parent=parent.name if parent is not None else None,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             data_sources={str(s): int(c) for s, c in zip(sources, counts)}, n_train=len(train_data),
-            n_added=len(added) if added is not None else 0, added_note=added_note, seed=model.params.seed,
+            fine_tuned=fine_tuned, n_added=len(added) if added is not None else 0, added_note=added_note,
+            seed=model.params.seed,
             params=model.params.model_dump(), seconds=round(seconds, 2),
         )
         record = VersionRecord(name=name, heldout=metrics, parent=lineage.parent, parent_heldout=parent_metrics,
@@ -717,9 +725,12 @@ def learn_from(
     if parent is None:
         raise DataError(f"no promoted stability model in {repo_relative(reg.root)} to fine-tune")
     new = labelled_from_candidates(candidates, ehull_fn=ehull_fn, threads=threads)
-    memory = reg.added_along(parent)
     base = reg.base_train()
-    known = set(reg.heldout().ids.tolist()) | set(memory.ids.tolist()) | set(base.ids.tolist())
+    memory = reg.added_along(parent)
+    base_ids = set(base.ids.tolist())
+    if len(memory):  # a rebuilt base set may already hold rows an earlier round added: count them once
+        memory = memory.subset(np.array([i not in base_ids for i in memory.ids], dtype=bool))
+    known = set(reg.heldout().ids.tolist()) | set(memory.ids.tolist()) | base_ids
     new = new.subset(np.array([i not in known for i in new.ids], dtype=bool)) if len(new) else new
     if len(new):  # the same crystal twice in one batch counts once
         _, first = np.unique(new.ids, return_index=True)
@@ -731,7 +742,7 @@ def learn_from(
     model = train(data, params=params or parent_model.params, parent=parent_model, threads=threads)
     note = f"{len(new)} relaxed candidates ({int((new.y <= model.params.threshold).sum())} stable)"
     return reg.save_version(model, parent=parent, train_data=data, added=new, added_note=note,
-                            seconds=time.perf_counter() - t0)
+                            seconds=time.perf_counter() - t0, fine_tuned=True)
 
 
 def load_promoted(root: Path | str | None = None, version: str = "promoted") -> StabilityModel:

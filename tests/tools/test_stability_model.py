@@ -223,7 +223,8 @@ def test_learn_from_adds_labels_and_versions(registry: Registry, hull: Reference
     params = parent.model().params.model_copy(update={"finetune_epochs": 3})
     v = learn_from(cands, root=registry.root, ehull_fn=hull.ehull_fn(), params=params)
     assert v is not None and v.lineage.parent == parent.name and v.lineage.n_added == 4
-    assert (v.path / "added.npz").exists() and v.record.parent_heldout is not None
+    assert (v.path / "added.npz").exists() and v.record.parent_heldout is not None and v.lineage.fine_tuned
+    assert len(registry.added_along(v)) == 4  # the memory a later round replays
     assert v.promoted == beats(v.record.heldout, v.record.parent_heldout)
     # the same crystals again teach nothing new along the promoted lineage (if promoted) -> None
     if v.promoted:
