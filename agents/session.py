@@ -1,6 +1,6 @@
 """A design session: the discovery loop as a LangGraph StateGraph, checkpointed in SQLite.
 
-    understand -> [approve] -> generate -> prescreen -> relax -> assess -> record -> decide -+-> report
+    understand -> [approve] -> [tune] -> generate -> prescreen -> relax -> assess -> record -> [learn] -> decide -+-> report
                                   ^                                                         |
                                   +------------------------ another round ------------------+
 
@@ -59,6 +59,12 @@ class SessionOptions(BaseModel):
     workers: int | None = Field(0, description="relaxation workers (0: in this process; None: one per core)")
     relax_steps: int | None = Field(None, ge=1, description="FIRE steps at most (None: configs/relax.yaml)")
     approve: bool = Field(False, description="pause for the human to approve or edit the spec (chat)")
+    tune_trials: int = Field(0, ge=0, le=200, description="before round 0, tune the guidance strengths with this many "
+                             "Optuna trials on pilot batches (0: use the spec's strengths)")
+    tune_objective: Literal["pareto", "yield"] = Field("pareto", description="pareto: constraint share vs the unrelaxed "
+                                                       "E_hull estimate (no relaxation); yield: S.U.N.-C per CPU-second")
+    tune_pilot: int = Field(4, ge=1, le=64, description="crystals per tuning trial")
+    tune_steps: int = Field(50, ge=1, description="reverse steps per tuning trial")
     learn: bool = Field(False, description="active learning: the learned stability model ranks the relaxations, and "
                         "each round's relaxed candidates fine-tune it (a version is used only if it beats its parent)")
     learn_root: str | None = Field(None, description="the model versions this session learns into (None: <work>/stability, "
@@ -305,6 +311,7 @@ def build_graph(session: DesignSession) -> Any:
     nodes: dict[str, Callable[[SessionState], dict[str, Any]]] = {
         "understand": lambda s: _understand(session, s),
         "approve": lambda s: _approve(session, s),
+        "tune": lambda s: _tune(session, s),
         "generate": lambda s: _generate(session, s),
         "prescreen": lambda s: _prescreen(session, s),
         "relax": lambda s: _relax(session, s),
@@ -317,9 +324,10 @@ def build_graph(session: DesignSession) -> Any:
     for name, fn in nodes.items():
         g.add_node(name, _timed(session, name, fn))
     g.add_edge(START, "understand")
-    g.add_conditional_edges("understand", lambda s: "approve" if s["options"].get("approve") else "generate",
-                            ["approve", "generate"])
-    g.add_conditional_edges("approve", lambda s: END if s.get("rejected") else "generate", ["generate", END])
+    g.add_conditional_edges("understand", lambda s: "approve" if s["options"].get("approve") else "tune",
+                            ["approve", "tune"])
+    g.add_conditional_edges("approve", lambda s: END if s.get("rejected") else "tune", ["tune", END])
+    g.add_edge("tune", "generate")
     for a, b in (("generate", "prescreen"), ("prescreen", "relax"), ("relax", "assess"), ("assess", "record"),
                  ("record", "learn"), ("learn", "decide")):
         g.add_edge(a, b)
@@ -411,6 +419,43 @@ def _approve(session: DesignSession, state: SessionState) -> dict[str, Any]:
     run.log_event("human_decision", {"action": "reject", "reason": reason}, actor="user")
     run.finish({"status": "rejected", "reason": reason})
     return {"rejected": True, "stop_reason": f"rejected by the user{': ' + reason if reason else ''}"}
+
+
+def _tune(session: DesignSession, state: SessionState) -> dict[str, Any]:
+    """Optional campaign step before round 0: Optuna tunes the guidance strengths (and the motif's demasking
+    fraction) on pilot batches; the chosen values replace the spec's for every round. A no-op without
+    ``options.tune_trials`` or without anything to tune."""
+    opts = _options(state)
+    spec = _spec(state)
+    if opts.tune_trials <= 0:
+        return {}
+    if not spec.guidance and spec.motif is None:
+        session.say("tune: the spec has no guidance terms and no motif, nothing to tune")
+        return {}
+
+    def call() -> dict[str, Any]:
+        from tessera.tools.tune import TuneParams, tune, tuned_spec
+
+        params = TuneParams(spec=spec, trials=opts.tune_trials, objective=opts.tune_objective, pilot=opts.tune_pilot,
+                            steps=opts.tune_steps, out=session.work / "tune", threads=opts.threads,
+                            study=f"{state['session_id']}-tune")
+        result = tune(params, on_warning=session.say)
+        if result.chosen is None:
+            return {"spec": None, "study": result.study, "storage": result.storage, "n_trials": result.n_trials}
+        new = tuned_spec(spec, result.chosen.params)
+        return {"spec": new.model_dump(mode="json"), "study": result.study, "storage": result.storage,
+                "n_trials": result.n_trials, "chosen": result.chosen.model_dump(mode="json")}
+
+    result, ran = session.ledger.once(0, "tune", call)
+    if ran:
+        _run(session, state).log_tool_call(tool="tune", arguments={"trials": opts.tune_trials,
+                                                                  "objective": opts.tune_objective},
+                                           result_summary=result, seconds=0.0)
+    if not result.get("spec"):
+        session.say("tune: no trial completed; the spec's strengths are kept")
+        return {}
+    session.say(f"tune: {result['n_trials']} trials in study {result['study']}; chosen values applied")
+    return {"spec": result["spec"]}
 
 
 def _generate(session: DesignSession, state: SessionState) -> dict[str, Any]:
