@@ -5,7 +5,8 @@ measures every case's guidance terms on both arms with the code the guided run u
 (``tools.steering.guidance_record``), and places each crystal on the shipped hull by its CHGNet single-point
 energy (the prescreen's unrelaxed E_hull estimate: a stability proxy, no relaxation). Per case it draws
 
-- the target property, guided vs unguided, with the target band shaded (for two terms: the first term);
+- the target property, guided vs unguided, with the target band shaded (for two terms: the first term), and
+  how many crystals are physically valid (no overlapping atoms) and on target: the share that counts;
 - loss (the mean |value - target| over the terms) against the unrelaxed E_hull, both arms, with each arm's
   Pareto front (lower loss and lower E_hull are both better).
 
@@ -50,8 +51,9 @@ def _arm(case_dir: Path, label: str, spec: Any, vocab: list[int], hull: Any) -> 
     from tessera.tools.lineage import read_candidates_file
     from tessera.tools.relax import static_energies
 
-    cands = [c for c in read_candidates_file(case_dir / label / "candidates.jsonl") if c.error is None]
-    records = _measure(spec.guidance, cands, vocab)
+    records = read_candidates_file(case_dir / label / "candidates.jsonl")
+    cands = [c for c in records if c.error is None]  # the rest fail the physical sanity checks (overlapping atoms)
+    measured = _measure(spec.guidance, cands, vocab)
     structures = [c.structure() for c in cands]
     energies = static_energies(structures)
     ehull = []
@@ -60,11 +62,11 @@ def _arm(case_dir: Path, label: str, spec: Any, vocab: list[int], hull: Any) -> 
             ehull.append(hull.e_hull_value(s, e) if math.isfinite(e) else math.nan)
         except Exception:  # noqa: BLE001 - an element the hull cannot judge: no proxy for this one
             ehull.append(math.nan)
-    values = np.array([[float(t["value"]) for t in rec] for rec in records])
+    values = np.array([[float(t["value"]) for t in rec] for rec in measured])
     targets = np.array([float(np.mean(t.target)) if isinstance(t.target, list) else float(t.target)
                         for t in spec.guidance])
     return {"values": values, "loss": np.abs(values - targets).mean(axis=1), "ehull": np.array(ehull),
-            "met": np.array([all(t["met"] for t in rec) for rec in records])}
+            "met": np.array([all(t["met"] for t in rec) for rec in measured]), "n_total": len(records)}
 
 
 def plot_case(name: str, arms: dict[str, dict[str, np.ndarray]], spec: Any, out: Path) -> dict[str, Any]:
@@ -77,7 +79,8 @@ def plot_case(name: str, arms: dict[str, dict[str, np.ndarray]], spec: Any, out:
     bins = np.linspace(lo, hi, 30)
     for arm, colour in (("unguided", "tab:gray"), ("guided", "tab:blue")):
         ax1.hist(arms[arm]["values"][:, 0], bins=bins, alpha=0.55, color=colour,
-                 label=f"{arm} ({int(arms[arm]['met'].sum())}/{len(arms[arm]['met'])} meet the spec)")
+                 label=f"{arm}: {int(arms[arm]['met'].sum())} of {arms[arm]['n_total']} valid and on target "
+                       f"({arms[arm]['n_total'] - len(arms[arm]['met'])} with overlapping atoms)")
     ax1.axvspan(target - term.tolerance, target + term.tolerance, color="tab:green", alpha=0.15, label="target band")
     ax1.set_xlabel(label)
     ax1.set_ylabel("crystals")
@@ -92,10 +95,15 @@ def plot_case(name: str, arms: dict[str, dict[str, np.ndarray]], spec: Any, out:
         idx = np.flatnonzero(ok)
         front = idx[pareto_front(a["loss"][ok], a["ehull"][ok])]
         ax2.plot(a["loss"][front], a["ehull"][front], "-o", ms=3, color=colour)
-        summary[arm] = {"n": int(len(a["loss"])), "n_met": int(a["met"].sum()),
+        summary[arm] = {"n_total": int(a["n_total"]), "n": int(len(a["loss"])), "n_met": int(a["met"].sum()),
                         "median_loss": float(np.median(a["loss"])),
                         "median_unrelaxed_e_hull": float(np.nanmedian(a["ehull"])),
                         "pareto_front": [[float(a["loss"][i]), float(a["ehull"][i])] for i in front]}
+    from tessera.tools.measures import two_proportion_z_test
+
+    g, u = summary["guided"], summary["unguided"]
+    summary["z_test_valid_and_met"] = two_proportion_z_test(g["n_met"], g["n_total"], u["n_met"],
+                                                            u["n_total"]).model_dump()
     ax2.set_xlabel("loss: mean |value - target|")
     ax2.set_ylabel("unrelaxed E_hull, CHGNet (eV/atom)")
     ax2.set_title("loss vs stability proxy, Pareto fronts")
@@ -129,7 +137,9 @@ def main() -> int:
         arms = {label: _arm(case_dir, label, spec, vocab, hull) for label in ("unguided", "guided")}
         results[name] = plot_case(name, arms, spec, args.out)
         g, u = results[name]["guided"], results[name]["unguided"]
-        print(f"{name}: meet {g['n_met']}/{g['n']} vs {u['n_met']}/{u['n']}; median loss {g['median_loss']:.2f} vs "
+        p_value = results[name]["z_test_valid_and_met"]["p_value"]
+        print(f"{name}: valid and on target {g['n_met']}/{g['n_total']} vs {u['n_met']}/{u['n_total']} (p {p_value:.1e}; "
+              f"{g['n_total'] - g['n']} vs {u['n_total'] - u['n']} with overlapping atoms); median loss {g['median_loss']:.2f} vs "
               f"{u['median_loss']:.2f}; median unrelaxed E_hull {g['median_unrelaxed_e_hull']:.3f} vs "
               f"{u['median_unrelaxed_e_hull']:.3f} eV/atom -> {repo_relative(args.out / (name + '.png'))}", flush=True)
     (args.out / "summary.json").write_text(json.dumps(results, indent=1) + "\n")
