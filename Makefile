@@ -31,7 +31,7 @@ chromium:
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
-# An offline design session on a motif goal (the embedded planner; ~3-5 min on 2 cores): two rounds of
+# An offline design session on a motif goal (the embedded planner; ~1 min on 2 idle cores): two rounds of
 # 16 kagome-Mn crystals at 200 reverse steps, at most 8 relaxations, best-first; the ranked table and the
 # report path end the output.
 DEMO_GOAL := a kagome net of Mn with Sn or Ge, 6 atoms per cell, 16 candidates, relax at most 8
