@@ -57,11 +57,14 @@ class SessionProgress:
 
 
 def _level(c: Any) -> str:
+    """The strictest stability level reached, by the measures every number uses (tools.measures)."""
+    from tessera.tools.measures import is_on_hull
+
     if c.e_hull is None:
         return "-"
     if c.confirmed:
         return "confirmed"
-    if c.e_hull <= 0:
+    if is_on_hull(c.e_hull):
         return "<= 0"
     return "0.1" if c.stable else "above"
 
