@@ -181,12 +181,24 @@ def arm_metrics(result: Any, n: int) -> dict[str, Any]:
         "n_sun_c": cons.n_sun_c if cons else 0,
         "sun_c_ids": [c.id for c in cands if c.provenance.get("constraints_satisfied")
                       and c.stable and c.unique and c.novel],
+        # the stricter levels (issue 16): confirmed = CHGNet and SevenNet both within the threshold (0 when the
+        # run had no --confirm); prototype-novel = no match in the pool even with species ignored
+        "n_confirmed": result.summary.n_confirmed,
+        "n_sun_confirmed": result.summary.n_sun_confirmed,
+        "n_sun_c_confirmed": sum(bool(c.provenance.get("constraints_satisfied") and c.stable and c.unique
+                                      and c.novel and c.confirmed) for c in cands),
+        "n_sun_c_confirmed_prototype": sum(bool(c.provenance.get("constraints_satisfied") and c.stable
+                                                and c.unique and c.novel and c.confirmed and c.novel_prototype)
+                                           for c in cands),
+        "n_implausible_sun_c": sum(bool(c.provenance.get("constraints_satisfied") and c.stable and c.unique
+                                        and c.novel and c.plausible is False) for c in cands),
     }
     m["sun_c_formulas"] = [c.formula for c in cands if c.id in set(m["sun_c_ids"])]
     return m
 
 
-def evaluate_arm(folder: Path, out: Path, workers: int | None, progress: Any, label: str) -> Any:
+def evaluate_arm(folder: Path, out: Path, workers: int | None, progress: Any, label: str,
+                 confirm: str | None = None) -> Any:
     from tessera.tools.evaluate import EvaluateFilesParams, EvaluateParams, evaluate_files
 
     task = progress.add_task(f"{label}: evaluate", total=None)
@@ -198,7 +210,8 @@ def evaluate_arm(folder: Path, out: Path, workers: int | None, progress: Any, la
 
     try:
         return evaluate_files(EvaluateFilesParams(paths=[folder], out=out,
-                                                  evaluate=EvaluateParams(gate=True, workers=workers)),
+                                                  evaluate=EvaluateParams(gate=True, workers=workers,
+                                                                                confirm=confirm)),
                               on_step=on_step)
     finally:
         progress.remove_task(task)
@@ -238,7 +251,7 @@ def run_case(case: str, case_index: int, args: argparse.Namespace, work: Path, p
             gen = {"cpu_seconds": cpu_seconds() - cpu0, "wall_seconds": time.perf_counter() - wall0, **extra}
             gen_path.write_text(json.dumps(gen, indent=1) + "\n")
         cpu0, wall0 = cpu_seconds(), time.perf_counter()
-        result = evaluate_arm(sample_dir, eval_dir, args.workers, progress, f"{case} {arm}")
+        result = evaluate_arm(sample_dir, eval_dir, args.workers, progress, f"{case} {arm}", confirm=args.confirm)
         ev_cpu, ev_wall = cpu_seconds() - cpu0, time.perf_counter() - wall0
         m = arm_metrics(result, args.n)
         # motif exact as recorded at the end of sampling / placement (a crystal the pipeline cannot read still
@@ -251,6 +264,7 @@ def run_case(case: str, case_index: int, args: argparse.Namespace, work: Path, p
                   "evaluate_cpu_seconds": ev_cpu, "evaluate_wall_seconds": ev_wall, "cpu_seconds": cpu,
                   "wall_seconds": gen["wall_seconds"] + ev_wall,
                   "sun_c_per_cpu_hour": m["n_sun_c"] / (cpu / 3600.0) if cpu > 0 else 0.0,
+                  "sun_c_confirmed_per_cpu_hour": m["n_sun_c_confirmed"] / (cpu / 3600.0) if cpu > 0 else 0.0,
                   "generate": {k: v for k, v in gen.items() if k not in ("cpu_seconds", "wall_seconds")}})
         metrics_path.write_text(json.dumps(m, indent=1) + "\n")
         out[arm] = m
@@ -262,6 +276,8 @@ def run_case(case: str, case_index: int, args: argparse.Namespace, work: Path, p
     # None when the baseline found no S.U.N.-C crystal (the ratio is then unbounded or undefined; see the counts)
     out["yield_ratio"] = (o["sun_c_per_cpu_hour"] / b["sun_c_per_cpu_hour"] if b["sun_c_per_cpu_hour"] > 0
                           else None)
+    out["yield_ratio_confirmed"] = (o["sun_c_confirmed_per_cpu_hour"] / b["sun_c_confirmed_per_cpu_hour"]
+                                    if b.get("sun_c_confirmed_per_cpu_hour") else None)
     return out
 
 
@@ -275,8 +291,8 @@ def _pct(k: int, n: int) -> str:
 
 def table(cases: list[dict[str, Any]]) -> str:
     head = ("| case | arm | motif exact | retained (of relaxed) | stable (0.1) | E_hull <= 0 | S.U.N. | S.U.N.-C "
-            "| CPU s | S.U.N.-C / CPU-h | ratio | p (S.U.N.-C) |")
-    lines = [head, "|" + "---|" * 12]
+            "| S.U.N.-C confirmed | CPU s | S.U.N.-C / CPU-h | ratio | p (S.U.N.-C) |")
+    lines = [head, "|" + "---|" * 13]
     for c in cases:
         for arm in ARMS:
             m = c[arm]
@@ -288,7 +304,8 @@ def table(cases: list[dict[str, Any]]) -> str:
             lines.append(f"| {c['case']} | {arm} | {_pct(m['n_motif_exact'], m['n'])} | "
                          f"{_pct(m['n_motif_retained'], m['n_relaxed'])} | {_pct(m['n_stable'], m['n'])} | "
                          f"{_pct(m['n_stable_le0'], m['n'])} | {_pct(m['n_sun'], m['n'])} | "
-                         f"{_pct(m['n_sun_c'], m['n'])} | {m['cpu_seconds']:.0f} | {m['sun_c_per_cpu_hour']:.2f} | "
+                         f"{_pct(m['n_sun_c'], m['n'])} | {_pct(m.get('n_sun_c_confirmed', 0), m['n'])} | "
+                         f"{m['cpu_seconds']:.0f} | {m['sun_c_per_cpu_hour']:.2f} | "
                          f"{last} |")
     return "\n".join(lines)
 
@@ -328,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=0, help="reverse steps (0: configs/sampler.yaml)")
     ap.add_argument("--n-elements", type=int, default=0, help="distinct elements per crystal (0: from the data)")
     ap.add_argument("--workers", type=int, default=None, help="Dask relaxation workers (default one per core; 0 serial)")
+    ap.add_argument("--confirm", choices=["sevennet"], default=None,
+                    help="re-relax CHGNet's stable hits with the second judge (counts at the confirmed level)")
     ap.add_argument("--work", type=Path, default=ROOT / "scratch" / "bench_motifs", help="per-case folders (resume)")
     ap.add_argument("--out", type=Path, default=RESULTS / "motifs.json")
     args = ap.parse_args(argv)
