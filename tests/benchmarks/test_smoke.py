@@ -203,6 +203,24 @@ def test_bench_motifs(tmp_path: Path) -> None:
         m = case[arm]
         assert m["n"] == 2 and m["cpu_seconds"] > 0
         assert {"n_motif_exact", "n_relaxed", "n_motif_retained", "n_stable", "n_stable_le0", "n_sun", "n_sun_c",
-                "sun_c_per_cpu_hour"} <= set(m)
+                "sun_c_per_cpu_hour", "n_sun_c_confirmed", "sun_c_confirmed_per_cpu_hour"} <= set(m)
+        assert m["n_sun_c_confirmed"] == 0  # no --confirm: nothing is confirmed
     assert case["baseline"]["n_motif_exact"] == 2  # the hand-placed net is the exact template
     assert (tmp_path / "motifs.png").exists() and "kagome-Mn" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_levels_held_out(tmp_path: Path) -> None:
+    """Two held-out MP crystals through CHGNet then SevenNet (serial): every level is counted, each stricter
+    level is a subset of the looser one, SevenNet re-relaxed exactly CHGNet's stable ones, and a rerun resumes."""
+    out = tmp_path / "levels.json"
+    args = ("--sets", "held_out", "--n", 2, "--workers", 0, "--work", tmp_path / "work", "--out", out)
+    proc = run_benchmark("bench_levels", *args)
+    m = read_json(out)["results"]["held_out"]
+    assert m["n"] == 2 and m["n_evaluated"] == 2
+    assert m["n_confirmed"] <= m["n_stable"] and m["n_sun_confirmed"] <= m["n_sun"] <= m["n_stable"]
+    assert m["n_sun_confirmed_prototype"] <= m["n_sun_confirmed"] <= m["n_confirmed"]
+    assert m["n_confirm_relaxations"] == m["n_stable"]
+    assert "confirmed (both <= 0.1)" in proc.stdout and (tmp_path / "levels.png").exists()
+    again = run_benchmark("bench_levels", *args)
+    assert read_json(out)["results"]["held_out"]["resumed"] is True and again.stdout.count("held_out") >= 1
