@@ -12,7 +12,8 @@ Cases (issue 15): boron at 7.0 A^3/atom (paper: about 60% within +-0.5 guided); 
 coordination 4; Cu-Si-P with Cu-P coordination 3, 4 and 6; Cu-Si-P-Ca with Cu-Cu 1 and Cu-P 4 at once.
 
 Run: .venv/bin/python benchmarks/bench_guidance.py [--cases boron,licoo_cn4] [--n 256] [--steps 0]
-     [--seed 0] [--work runs/bench_guidance] [--out benchmarks/results/guidance.json]
+     [--seed 0] [--overlap-guard F] [--work runs/bench_guidance] [--out benchmarks/results/guidance.json]
+Resume: an arm whose folder holds arm.json with the same sampling parameters is read back, not sampled again.
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ CASES: dict[str, dict[str, Any]] = {
 
 def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Sample one case guided and unguided (same seed); the shares meeting the spec and their z-test."""
-    spec = parse_spec({**CASES[name], "budgets": {"samples": args.n}, "seed": args.seed}, source=name)
+    raw: dict[str, Any] = {**CASES[name], "budgets": {"samples": args.n}, "seed": args.seed}
+    if args.overlap_guard is not None:  # None: configs/guidance.yaml's guard
+        raw["guidance_options"] = {"overlap_guard": args.overlap_guard}
+    spec = parse_spec(raw, source=name)
     options = {"steps": args.steps, "threads": args.threads}
     out: dict[str, Any] = {"spec": spec.model_dump(mode="json")}
     met: dict[str, tuple[int, int]] = {}
@@ -60,16 +64,24 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
         params = SampleParams.from_spec(spec, out=args.work / name / label, **options)
         if label == "unguided":  # same spec, no steering: the terms are only measured
             params = params.model_copy(update={"guidance": [], "guidance_options": None})
-        result = sample_crystals(params)
-        cpu[label] = result.seconds  # the sampling itself (weights loading and file writing excluded)
+        from tessera.tools.lineage import read_candidates_file
+
+        cand_path = params.out / "candidates.jsonl"
+        done = params.out / "arm.json"  # resume: an arm with every crystal written is not sampled again
+        if done.exists() and json.loads(done.read_text()).get("params") == params.model_dump(mode="json"):
+            cpu[label] = json.loads(done.read_text())["seconds"]
+            candidates = read_candidates_file(cand_path)
+        else:
+            result = sample_crystals(params)
+            done.write_text(json.dumps({"params": params.model_dump(mode="json"), "seconds": result.seconds}) + "\n")
+            cpu[label] = result.seconds  # the sampling itself (weights loading and file writing excluded)
+            candidates = result.candidates
         if label == "unguided":  # measure the same terms on the unguided crystals
             from tessera.generators.model import load_weights
-            from tessera.tools.lineage import read_candidates_file
 
-            records = _measure(spec.guidance, read_candidates_file(params.out / "candidates.jsonl"),
-                               load_weights(params.checkpoint).vocab)
+            records = _measure(spec.guidance, read_candidates_file(cand_path), load_weights(params.checkpoint).vocab)
         else:
-            records = [c.provenance["constraints"]["guidance"] for c in result.candidates]
+            records = [c.provenance["constraints"]["guidance"] for c in candidates]
         k = sum(all(t["met"] for t in rec) for rec in records)
         met[label] = (k, len(records))
         out[label] = {
@@ -112,6 +124,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=0, help="reverse steps (0: configs/sampler.yaml)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--overlap-guard", type=float, default=None,
+                    help="guided arms: the overlap guard beside coordination terms (0: off; default configs/guidance.yaml)")
     ap.add_argument("--work", type=Path, default=REPO_ROOT / "runs" / "bench_guidance")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()

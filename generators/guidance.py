@@ -317,6 +317,45 @@ class MinDistance:
 
 
 @dataclass(frozen=True)
+class RadiusOverlap:
+    """Element-aware overlap penalty: sum over atom pairs of max(f (r_i + r_j) - d_ij, 0)^2 (A^2), halved
+    (the pair list holds both directions), with r_i = sum_k p_ik radii_k the type-weighted covalent radius.
+
+    radii: (K,) A per vocabulary index (the caller's table, e.g. Cordero covalent radii); factor f: the
+    fraction of the radius sum below which a pair counts as overlapping. The guard beside coordination terms
+    (tools/steering.py): those terms pull neighbours inside a cutoff and, unopposed, pull atoms onto each other.
+    """
+
+    radii: tuple[float, ...]
+    factor: float = 0.7
+
+    def __post_init__(self) -> None:
+        if not self.radii or min(self.radii) <= 0:
+            raise ValueError("radii must be positive, one per vocabulary entry")
+        if not 0 < self.factor <= 2:
+            raise ValueError(f"factor must be in (0, 2], got {self.factor}")
+
+    def _pairs(self, c: Crystals) -> tuple[Pairs, torch.Tensor]:
+        radii = torch.tensor(self.radii, dtype=c.lattice.dtype)
+        r_atom = c.type_probs.to(c.lattice.dtype) @ radii  # (N,)
+        pairs = periodic_pairs(c, 2.0 * self.factor * float(max(self.radii)))
+        return pairs, self.factor * (r_atom[pairs.src] + r_atom[pairs.dst])
+
+    def value(self, c: Crystals) -> torch.Tensor:
+        """(B,) smallest d_ij / (r_i + r_j) over pairs within 2 f max(radii) A (inf where none), the ratio
+        tools.geometry.min_distance_ratio measures; a pair overlaps when its ratio is below f."""
+        pairs, limit = self._pairs(c)
+        ratio = self.factor * pairs.dist / limit.clamp_min(1e-9)
+        out = torch.full((c.n_atoms.shape[0],), float("inf"), dtype=c.lattice.dtype)
+        return out.scatter_reduce(0, pairs.edge_batch, ratio, reduce="amin")
+
+    def loss(self, c: Crystals) -> torch.Tensor:
+        pairs, limit = self._pairs(c)
+        pen = torch.relu(limit - pairs.dist) ** 2
+        return 0.5 * _per_crystal(pen, pairs.edge_batch, c.n_atoms.shape[0])
+
+
+@dataclass(frozen=True)
 class Objective:
     """Weighted p-norm of several terms: (sum_i w_i l_i^p)^(1/p) per crystal (p = 1: weighted sum)."""
 

@@ -148,6 +148,10 @@ class GuidanceOptions(BaseModel):
     schedule: Literal["constant", "increasing", "decreasing"] = "constant"
     grad_norm: Literal["none", "clip", "normalize"] = "normalize"
     p: float = Field(2.0, ge=1, description="p-norm that combines several terms")
+    overlap_guard: float = Field(
+        0.7, ge=0, le=2,
+        description="beside coordination terms, penalise pairs closer than this fraction of the sum of their "
+                    "covalent radii (0: off; an explicit min_distance term replaces it)")
 
 
 def default_guidance_options() -> GuidanceOptions:

@@ -20,6 +20,7 @@ from tessera.generators.guidance import (
     Crystals,
     MinDistance,
     Objective,
+    RadiusOverlap,
     Target,
     UniversalGuidance,
     VolumePerAtom,
@@ -154,6 +155,29 @@ def test_histogram_minimum_distance_and_targets_on_known_structures() -> None:
     assert Target.point(4, tolerance=0.5).met(torch.tensor([3.6, 4.6])).tolist() == [True, False]
 
 
+def test_radius_overlap_matches_the_geometry_ratio_and_counts_each_pair_once() -> None:
+    """The guard's value is tools.geometry.min_distance_ratio (Cordero radii); its penalty on rocksalt at
+    f = 1.1 is the 6 Na-Cl bonds of the 2-atom cell, each (1.1 (r_Na + r_Cl) - d)^2 once."""
+    from ase.data import covalent_radii
+    from pymatgen.core import Lattice, Structure
+
+    from tessera.tools.geometry import min_distance_ratio
+
+    radii = tuple(float(covalent_radii[z]) for z in (11, 17, 30, 16, 55))  # Na Cl Zn S Cs, the test vocabulary
+    lat, frac, types = rocksalt()
+    c = _crystals([lat], [frac], [types])
+    species = [("Na", "Cl", "Zn", "S", "Cs")[t] for t in types]
+    want = min_distance_ratio(Structure(Lattice(np.asarray(lat)), species, np.asarray(frac)))[0]
+    assert RadiusOverlap(radii=radii, factor=1.0).value(c).item() == pytest.approx(want, abs=1e-9)
+    d = 5.64 / 2
+    limit = 1.1 * (radii[NA] + radii[CL])
+    assert limit > d  # Na-Na and Cl-Cl stay beyond 1.1 x their radius sums
+    assert RadiusOverlap(radii=radii, factor=1.1).loss(c).item() == pytest.approx(6 * (limit - d) ** 2, rel=1e-9)
+    assert RadiusOverlap(radii=radii, factor=0.7).loss(c).item() == 0.0
+    with pytest.raises(ValueError):
+        RadiusOverlap(radii=(1.0, -1.0), factor=0.7)
+
+
 # -- gradients -----------------------------------------------------------------------------------------
 def _small_random(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two small skewed float64 cells (3 and 2 atoms) with soft types over the five elements."""
@@ -173,6 +197,7 @@ TERMS = {
     "histogram_w1": CoordinationHistogram(center=(NA,), neighbour=(CL, S), cutoff=2.8, softness=0.3,
                                           target_probs=(0.1, 0.2, 0.4, 0.2, 0.1), metric="wasserstein"),
     "min_distance": MinDistance(d_min=2.6),
+    "radius_overlap": RadiusOverlap(radii=(1.66, 1.02, 1.22, 1.05, 2.44), factor=1.2),
     "p_norm": Objective(terms=(VolumePerAtom(target=Target.point(30.0)),
                                Coordination(center=(CL,), neighbour=(CL, NA), cutoff=2.8, softness=0.3,
                                             target=Target.interval(5.0, 6.0))),
