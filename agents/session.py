@@ -387,7 +387,14 @@ def _understand(session: DesignSession, state: SessionState) -> dict[str, Any]:
                            goal=goal, spec_hash=spec.spec_hash(), seed=spec.seed, run_id=run_id)
         if goal:
             run.log_goal(goal)
-        run.log_plan(plan_json or {"spec": spec.model_dump(mode="json")},
+        # The LLM's requests and replies first (they came before the plan), so the trail reads in order.
+        for call in (plan_json or {}).get("llm_calls", []):
+            run.log_llm_call(model=str(call.get("model")), endpoint=call.get("endpoint"),
+                             params={k: call.get(k) for k in ("turn", "mode", "temperature", "outcome")},
+                             request=call.get("request"), response=call.get("response"), seconds=call.get("seconds"),
+                             actor=(plan_json or {}).get("backend", "llm"))
+        logged_plan = {k: v for k, v in plan_json.items() if k != "llm_calls"} if plan_json else None
+        run.log_plan(logged_plan or {"spec": spec.model_dump(mode="json")},
                      reasoning="; ".join((plan_json or {}).get("used", [])) or None,
                      actor=(plan_json or {}).get("backend", "user"))
     except InputError:

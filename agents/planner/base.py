@@ -8,7 +8,7 @@ be turned into a possible spec (an unknown element, contradictory constraints, a
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -29,6 +29,10 @@ class Plan(BaseModel):
     used: list[str] = Field(default_factory=list, description="phrases of the goal that set a field, with what they set")
     unused: list[str] = Field(default_factory=list, description="words or phrases the planner could not use")
     notes: list[str] = Field(default_factory=list, description="defaults filled in, repairs made, warnings")
+    llm_calls: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="each request to an LLM and its reply (model, endpoint, messages, reply, outcome, seconds); "
+                    "a session writes them to the audit log as llm_call events")
 
 
 @runtime_checkable

@@ -22,9 +22,11 @@ it). Settings come from configs/llm.yaml, overridden by ``TESSERA_LLM_*`` enviro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -289,11 +291,16 @@ class LLMPlanner:
         messages.append({"role": "user", "content": goal})
 
         notes: list[str] = []
+        calls: list[dict[str, Any]] = []
         for turn in range(self.settings.max_repairs + 1):
+            t0 = time.perf_counter()
             completion = self._ask(messages)
+            seconds = time.perf_counter() - t0
             choices = getattr(completion, "choices", None) or []
             choice = choices[0] if choices else None
             message = getattr(choice, "message", None)
+            call = self._call_record(turn, messages, completion, choice, seconds)
+            calls.append(call)
             try:
                 data = self._read(choice)
                 spec = self._validate(data, goal, base)
@@ -301,6 +308,7 @@ class LLMPlanner:
                 raise PlanningError(f"the LLM declined: {self._redact(str(exc))}") from None
             except _Invalid as exc:
                 problem = self._redact(str(exc))
+                call["outcome"] = f"invalid: {problem}"
                 if turn == self.settings.max_repairs:
                     tail = f" after {turn} repair turn{'s' if turn != 1 else ''}" if turn else ""
                     raise PlanningError(f"{self.name} gave no usable spec{tail}: {problem}") from None
@@ -310,12 +318,45 @@ class LLMPlanner:
                 continue
             if turn:
                 notes.append(f"repaired: reply {turn + 1} was valid")
+            call["outcome"] = "valid"
             spec, capped = self._cap(spec)
             notes.extend(capped)
-            return Plan(goal=goal, spec=spec, backend=self.name, notes=notes)
+            return Plan(goal=goal, spec=spec, backend=self.name, notes=notes, llm_calls=calls)
         raise AssertionError("unreachable: the last turn returns or raises")  # pragma: no cover
 
     # -- one request --------------------------------------------------------------------------------------
+
+    def _call_record(self, turn: int, messages: list[dict[str, Any]], completion: Any, choice: Any,
+                     seconds: float) -> dict[str, Any]:
+        """What one request sent and got back, for the audit log's llm_call event.
+
+        System prompts (instructions + the DesignSpec schema, fixed by the code version) are kept as their
+        SHA-256 and length; the chemist's goal, repair turns and the reply verbatim (the key redacted).
+        """
+        sent = []
+        for m in messages:
+            content = m.get("content")
+            if m.get("role") == "system" and isinstance(content, str):
+                sent.append({"role": "system", "sha256": hashlib.sha256(content.encode()).hexdigest(),
+                             "chars": len(content)})
+            else:
+                sent.append({k: v for k, v in m.items() if k != "tool_calls"}
+                            | ({"tool_calls": len(m["tool_calls"])} if m.get("tool_calls") else {}))
+        message = getattr(choice, "message", None)
+        tool_calls = [{"name": getattr(getattr(c, "function", None), "name", None),
+                       "arguments": self._redact(str(getattr(getattr(c, "function", None), "arguments", "")))}
+                      for c in (getattr(message, "tool_calls", None) or [])]
+        usage = getattr(completion, "usage", None)
+        return {
+            "turn": turn, "model": self.model, "endpoint": self.endpoint, "mode": self.settings.mode,
+            "temperature": self.settings.temperature, "seconds": round(seconds, 3),
+            "request": sent,
+            "response": {"content": self._redact(getattr(message, "content", None) or ""), "tool_calls": tool_calls,
+                         "finish_reason": getattr(choice, "finish_reason", None),
+                         "usage": {"prompt_tokens": getattr(usage, "prompt_tokens", None),
+                                   "completion_tokens": getattr(usage, "completion_tokens", None)}},
+            "outcome": None,
+        }
 
     def _ask(self, messages: list[dict[str, Any]]) -> "ChatCompletion":
         import openai

@@ -144,6 +144,14 @@ def test_malformed_arguments_are_repaired_once(fake_openai: FakeOpenAI) -> None:
     assert echoed["role"] == "assistant" and echoed["tool_calls"][0]["id"] == "call_bad"
     assert answer["role"] == "tool" and answer["tool_call_id"] == "call_bad"
     assert "not valid JSON" in answer["content"] and TOOL_NAME in answer["content"]
+    # both requests are recorded for the audit log: the bad reply with its problem, then the valid one
+    bad, good = plan.llm_calls
+    assert (bad["turn"], good["turn"]) == (0, 1)
+    assert bad["outcome"].startswith("invalid: ") and "not valid JSON" in bad["outcome"] and good["outcome"] == "valid"
+    assert bad["response"]["tool_calls"][0]["arguments"] == '{"chemistry": {"elements": ["Mn"'
+    system = [m for m in good["request"] if m["role"] == "system"]
+    assert system and all(set(m) == {"role", "sha256", "chars"} for m in system)  # the prompt by hash, not text
+    assert len(good["request"]) == len(bad["request"]) + 2
 
 
 def test_malformed_twice_is_a_planning_error_after_one_repair(fake_openai: FakeOpenAI) -> None:

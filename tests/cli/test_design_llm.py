@@ -47,3 +47,12 @@ def test_design_with_the_llm_planner_runs_its_spec_and_keeps_no_key(tmp_path: Pa
     events = Store.open(str(tmp_path / "store")).audit_log(out["run_id"]).events()
     assert [e.payload["goal"] for e in events if e.kind == "goal"] == [GOAL]
     assert any(e.kind == "plan" and e.actor == "llm:fake-model" for e in events)
+    # the LLM request and its reply are on the audit trail, before the plan: what was asked, what came back
+    kinds = [e.kind for e in events]
+    assert kinds.index("llm_call") < kinds.index("plan")
+    [call] = [e for e in events if e.kind == "llm_call"]
+    assert call.payload["model"] == "fake-model" and call.payload["params"]["outcome"] == "valid"
+    assert {"role": "user", "content": GOAL} in call.payload["request"]
+    [tool_call] = call.payload["response"]["tool_calls"]
+    assert tool_call["name"] == "propose_design_spec" and json.loads(tool_call["arguments"]) == SPEC
+    assert "llm_calls" not in json.dumps([e.payload for e in events if e.kind == "plan"])
