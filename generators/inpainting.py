@@ -195,22 +195,29 @@ class MotifInpainting:
 
     # -- pieces of a run ---------------------------------------------------------------------------------
     def n_atoms_prior(self, max_atoms: int | None = None) -> list[float]:
-        """The training prior over N restricted to room for the motif and its free atoms; a 3D net fixes the
-        whole cell, so N is also capped by that cell's volume (see ``max_atoms_for_fixed_cell``)."""
-        cap = self.max_atoms_for_fixed_cell()
+        """The training prior over N restricted to room for the motif and its free atoms, and capped by the
+        largest cell the constraint allows (see ``max_atoms_for_cell``)."""
+        cap = self.max_atoms_for_cell()
         if cap is not None:
             max_atoms = cap if max_atoms is None else min(max_atoms, cap)
         return motif_n_atoms_prior(self.model.n_atoms_prior, num_motif_atoms=self.k,
                                    min_free_atoms=self.constraint.min_free_atoms, max_atoms=max_atoms)
 
-    def max_atoms_for_fixed_cell(self) -> int | None:
-        """For a 3D net (the template sets every cell vector): the most atoms its cell holds at
-        ``MIN_VOLUME_PER_ATOM_FIXED_CELL``; None for a 2D net (c is free, the cell grows with N)."""
+    def max_atoms_for_cell(self) -> int | None:
+        """The most atoms the constrained cell holds at ``MIN_VOLUME_PER_ATOM_FIXED_CELL``: a 3D net fixes
+        the whole cell; a 2D net fixes the in-plane cell and caps c at ``c_range[1]``, so a one-site net
+        (triangular, square: about 5-6 A^2 in plane for a 3d metal, 20 A at most along c) holds about 12 atoms,
+        not the 20 the training prior may draw (which came out at 5 A^3/atom, overlapping, in 255 of 256
+        triangular-Co crystals). None when the cap is above every N the prior knows."""
         t = self.constraint.template
-        if t.dims != 3:
-            return None
-        volume = abs(float(np.linalg.det(t.lattice_matrix(self.constraint.bond_length))))
-        return max(self.k, int(volume // MIN_VOLUME_PER_ATOM_FIXED_CELL))
+        if t.dims == 3:
+            volume = abs(float(np.linalg.det(t.lattice_matrix(self.constraint.bond_length))))
+        else:
+            volume = self.constraint.in_plane_area() * float(self.constraint.c_range[1])
+        cap = max(self.k + self.constraint.min_free_atoms, int(volume // MIN_VOLUME_PER_ATOM_FIXED_CELL))
+        return cap if cap < len(self.model.n_atoms_prior) else None
+
+    max_atoms_for_fixed_cell = max_atoms_for_cell  # the earlier name
 
     def draw_n_atoms(self, n: int, generator: torch.Generator, max_atoms: int | None = None) -> torch.Tensor:
         """(n,) atom counts from ``n_atoms_prior``."""

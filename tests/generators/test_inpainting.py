@@ -210,7 +210,7 @@ def test_shipped_model_samples_kagome_mn_nets_the_detector_confirms(shipped_mode
 def test_a_fixed_3d_cell_caps_the_atom_count_by_its_volume(shipped_model) -> None:
     """Pyrochlore fixes the whole cell (about 93 A^3 for Mn): the N prior never asks for more atoms than
     volume / MIN_VOLUME_PER_ATOM_FIXED_CELL (20 atoms would be 4.6 A^3/atom: overlapping atoms); a 2D net,
-    whose c grows with N, keeps the full prior."""
+    whose c grows with N up to c_range[1], keeps the full prior unless its in-plane cell is small."""
     from tessera.generators.inpainting import MIN_VOLUME_PER_ATOM_FIXED_CELL
 
     pyro = MotifInpainting(model=shipped_model, constraint=MotifConstraint.build(lattice="pyrochlore", element="Mn"))
@@ -218,4 +218,9 @@ def test_a_fixed_3d_cell_caps_the_atom_count_by_its_volume(shipped_model) -> Non
     counts = pyro.draw_n_atoms(200, torch.Generator().manual_seed(0), max_atoms=20)
     assert int(counts.max()) <= volume / MIN_VOLUME_PER_ATOM_FIXED_CELL and int(counts.min()) >= 5
     kagome = MotifInpainting(model=shipped_model, constraint=MotifConstraint.build(lattice="kagome", element="Mn"))
-    assert kagome.max_atoms_for_fixed_cell() is None and len(kagome.n_atoms_prior(20)) == 20
+    assert kagome.max_atoms_for_cell() is None and len(kagome.n_atoms_prior(20)) == 20
+    # a one-site 2D net: the in-plane cell times the largest c holds about 12 atoms at 9 A^3/atom
+    tri = MotifInpainting(model=shipped_model, constraint=MotifConstraint.build(lattice="triangular", element="Co"))
+    cap = tri.max_atoms_for_cell()
+    assert cap is not None and cap == int(tri.constraint.in_plane_area() * tri.constraint.c_range[1] // 9.0)
+    assert 8 <= cap <= 14 and max(i + 1 for i, p in enumerate(tri.n_atoms_prior(20)) if p > 0) == cap
