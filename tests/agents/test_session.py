@@ -81,7 +81,9 @@ def test_sigkill_mid_round_then_resume_gives_the_same_candidates(finished: tuple
     _, _, reference = finished
     work, store = tmp_path / "work", str(tmp_path / "store")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, str(RUNNER), str(work), store], env=env,
+    # the first process stalls once round 1's sampling is on the ledger, so the kill always lands mid-round
+    proc = subprocess.Popen([sys.executable, str(RUNNER), str(work), store],
+                            env={**env, "TESSERA_TEST_STALL_AFTER": "1:sample"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ledger = ToolLedger(work)
     deadline = time.time() + 300
