@@ -194,6 +194,7 @@ def arm_metrics(result: Any, n: int) -> dict[str, Any]:
     cons = result.constraints
     stable = sum(bool(c.stable) for c in cands)
     le0 = sum(c.e_hull is not None and c.e_hull <= 0.0 for c in cands)
+    sun_c = [c for c in cands if c.provenance.get("constraints_satisfied") and c.stable and c.unique and c.novel]
     m = {
         "n": n,
         "n_inputs": result.summary.n_inputs,
@@ -206,21 +207,16 @@ def arm_metrics(result: Any, n: int) -> dict[str, Any]:
         "n_stable_le0": le0,
         "n_sun": result.summary.n_sun,
         "n_sun_c": cons.n_sun_c if cons else 0,
-        "sun_c_ids": [c.id for c in cands if c.provenance.get("constraints_satisfied")
-                      and c.stable and c.unique and c.novel],
+        "sun_c_ids": [c.id for c in sun_c],
         # the stricter levels (issue 16): confirmed = CHGNet and SevenNet both within the threshold (0 when the
         # run had no --confirm); prototype-novel = no match in the pool even with species ignored
         "n_confirmed": result.summary.n_confirmed,
         "n_sun_confirmed": result.summary.n_sun_confirmed,
-        "n_sun_c_confirmed": sum(bool(c.provenance.get("constraints_satisfied") and c.stable and c.unique
-                                      and c.novel and c.confirmed) for c in cands),
-        "n_sun_c_confirmed_prototype": sum(bool(c.provenance.get("constraints_satisfied") and c.stable
-                                                and c.unique and c.novel and c.confirmed and c.novel_prototype)
-                                           for c in cands),
-        "n_implausible_sun_c": sum(bool(c.provenance.get("constraints_satisfied") and c.stable and c.unique
-                                        and c.novel and c.plausible is False) for c in cands),
+        "n_sun_c_confirmed": sum(bool(c.confirmed) for c in sun_c),
+        "n_sun_c_confirmed_prototype": sum(bool(c.confirmed and c.novel_prototype) for c in sun_c),
+        "n_implausible_sun_c": sum(c.plausible is False for c in sun_c),
     }
-    m["sun_c_formulas"] = [c.formula for c in cands if c.id in set(m["sun_c_ids"])]
+    m["sun_c_formulas"] = [c.formula for c in sun_c]
     return m
 
 
